@@ -1,0 +1,147 @@
+"""``spleen-course``: the command-line face of the course (the notebooks are the other).
+
+Every subcommand is a thin wrapper over a public function of the package; each has
+``--help``. Errors a user can cause print one line (``error: <file>: <what is wrong>``) and
+exit with status 2, never a traceback.
+
+Example:
+    $ spleen-course synth --out data/synthetic --cases 12 --seed 0
+    $ spleen-course train --data-dir data/synthetic --out runs/demo --max-epochs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import ConfigError, CourseError
+
+__all__ = ["main", "build_parser"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+# ---------------------------------------------------------------------------------- synth
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write a synthetic spleen CT data set (Task09 layout)",
+                       description="Write a synthetic abdominal CT phantom with spleen labels in the "
+                                   "Medical Segmentation Decathlon Task09 layout.")
+    p.add_argument("--out", type=Path, required=True, help="output data directory")
+    p.add_argument("--cases", type=_positive_int, default=12, help="number of cases (default 12)")
+    p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("Z", "Y", "X"),
+                   default=None, help="voxels per volume: slices, rows, columns")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"), default=None,
+                   help="voxel spacing in mm (x, y, z)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--dicom", action="store_true", help="also write each case as a DICOM CT series")
+    p.add_argument("--force", action="store_true", help="overwrite an existing data set")
+    p.set_defaults(handler=_cmd_synth)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .synthetic import PhantomSpec, write_synthetic_dataset
+
+    spec = PhantomSpec()
+    if args.shape is not None:
+        z, y, x = args.shape
+        spec = spec.replace(shape=(x, y, z))
+    if args.spacing is not None:
+        spec = spec.replace(spacing=tuple(args.spacing))
+    out = write_synthetic_dataset(args.out, num_cases=args.cases, spec=spec, seed=args.seed,
+                                  dicom=args.dicom, overwrite=args.force)
+    print(f"synthetic data set: {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ dicom2nifti
+def _add_dicom2nifti(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dicom2nifti", help="group DICOM files into series and convert them to NIfTI")
+    p.set_defaults(handler=_not_yet)
+
+
+# ------------------------------------------------------------------------------------ train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the 3D UNet (resumable)")
+    p.set_defaults(handler=_not_yet)
+
+
+# --------------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a model on the validation cases")
+    p.set_defaults(handler=_not_yet)
+
+
+# ---------------------------------------------------------------------------------- predict
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="segment the spleen in one CT (NIfTI file or DICOM folder)")
+    p.set_defaults(handler=_not_yet)
+
+
+# --------------------------------------------------------------------------------- download
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="download the real MSD Task09 Spleen data set")
+    p.set_defaults(handler=_not_yet)
+
+
+# ------------------------------------------------------------------------------- run-course
+def _add_run_course(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run-course", help="execute every notebook in order with papermill")
+    p.set_defaults(handler=_not_yet)
+
+
+# ------------------------------------------------------------------------------------ bench
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure the course's performance and append to BENCHMARKS.md")
+    p.set_defaults(handler=_not_yet)
+
+
+def _not_yet(args: argparse.Namespace) -> int:  # pragma: no cover - removed as commands land
+    raise ConfigError(None, f"'{args.command}' is not available yet")
+
+
+# ----------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    """The ``spleen-course`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="spleen-course",
+                                     description="3D spleen segmentation course: data, training, evaluation.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_synth, _add_dicom2nifti, _add_train, _add_evaluate, _add_predict,
+                _add_download, _add_run_course, _add_bench):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``spleen-course`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except CourseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""One configuration for the whole course, shared by notebooks, CLI and tests.
+
+:class:`CourseConfig` holds every knob of the pipeline with the values of MONAI's spleen
+segmentation tutorial as defaults (the settings for the real Task09 data set).
+:meth:`CourseConfig.synthetic` returns the small settings used on the synthetic phantom so
+that the whole course runs on a laptop CPU in minutes. :func:`config_for` picks one of the
+two from a data directory, so changing ``data_dir`` is the only change needed to move from
+the phantom to the real data.
+
+Paths resolve through the package, never the working directory: :func:`course_home` is the
+repository checkout when the package is used from one, else ``~/spleen-course``; the
+environment variable ``SPLEEN_COURSE_HOME`` overrides both.
+
+Example:
+    >>> cfg = CourseConfig()
+    >>> cfg.pixdim, cfg.patch_size, cfg.roi_size
+    ((1.5, 1.5, 2.0), (96, 96, 96), (160, 160, 160))
+    >>> CourseConfig.synthetic().replace(max_epochs=3).max_epochs
+    3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = [
+    "CourseConfig",
+    "config_for",
+    "course_home",
+    "default_data_dir",
+    "default_runs_dir",
+    "env_default",
+    "is_synthetic_dataset",
+    "PACKAGE_DIR",
+    "SYNTHETIC_DATASET_NAME",
+]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SYNTHETIC_DATASET_NAME = "SyntheticSpleen"
+
+Triple = tuple[float, float, float]
+IntTriple = tuple[int, int, int]
+
+
+def course_home() -> Path:
+    """Root for course data and runs: ``$SPLEEN_COURSE_HOME``, the repo checkout, or ``~/spleen-course``."""
+    env = os.environ.get("SPLEEN_COURSE_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    repo = PACKAGE_DIR.parent
+    if (repo / "pyproject.toml").is_file() and (repo / "notebooks").is_dir():
+        return repo
+    return Path.home() / "spleen-course"
+
+
+def default_data_dir() -> Path:
+    """Where the synthetic phantom is generated when no data directory is given."""
+    return course_home() / "data" / "synthetic"
+
+
+def default_runs_dir() -> Path:
+    """Where training runs, predictions and executed notebooks go by default."""
+    return course_home() / "runs"
+
+
+def env_default(name: str, default: Any) -> Any:
+    """Return ``$name`` converted to ``type(default)``, or ``default`` when unset or empty.
+
+    Notebook ``parameters`` cells use this so that tests (nbmake injects nothing) can set
+    e.g. ``SPLEEN_QUICK=1`` while papermill still overrides the variable itself.
+
+    >>> env_default("SPLEEN_SURELY_UNSET", 3)
+    3
+    """
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    try:
+        return type(default)(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(None, f"environment variable {name}={raw!r} is not a valid "
+                                f"{type(default).__name__}") from exc
+
+
+@dataclass(frozen=True)
+class CourseConfig:
+    """Every setting of data split, transforms, model, training and inference.
+
+    Defaults are MONAI's spleen tutorial values for the real Task09 data.
+    """
+
+    # --- data split -------------------------------------------------------------------
+    seed: int = 0
+    val_count: int = 9              # the tutorial keeps the last 9 cases for validation
+    val_fraction: float | None = None  # if set, overrides val_count
+    # --- transforms -------------------------------------------------------------------
+    a_min: float = -57.0
+    a_max: float = 164.0
+    b_min: float = 0.0
+    b_max: float = 1.0
+    clip: bool = True
+    orientation: str = "RAS"
+    pixdim: Triple = (1.5, 1.5, 2.0)
+    patch_size: IntTriple = (96, 96, 96)
+    num_samples: int = 4
+    pos: float = 1.0
+    neg: float = 1.0
+    augment: bool = False           # random flips/rotations/intensity shifts, off by default
+    # --- model ------------------------------------------------------------------------
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    strides: tuple[int, ...] = (2, 2, 2, 2)
+    num_res_units: int = 2
+    norm: str = "batch"
+    learning_rate: float = 1e-4
+    # --- training ---------------------------------------------------------------------
+    max_epochs: int = 600
+    val_interval: int = 2
+    batch_size: int = 2
+    cache_rate: float = 1.0
+    num_workers: int = 4
+    loader: str = "standard"        # "standard" (DataLoader) or "thread" (ThreadDataLoader)
+    device: str = "auto"            # "auto", "cpu", "cuda", "cuda:1", ...
+    amp: bool = False               # mixed precision, used on CUDA only
+    # --- inference --------------------------------------------------------------------
+    roi_size: IntTriple = (160, 160, 160)
+    sw_batch_size: int = 4
+    overlap: float = 0.25
+    blend_mode: str = "constant"
+    keep_largest_component: bool = False
+    profile: str = field(default="msd", compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("pixdim", "patch_size", "roi_size", "channels", "strides"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        self.validate()
+
+    # -----------------------------------------------------------------------------------
+    @classmethod
+    def synthetic(cls, **overrides: Any) -> "CourseConfig":
+        """Small settings for the synthetic phantom: the course runs on 2 CPU cores in minutes."""
+        values: dict[str, Any] = dict(
+            val_count=4,
+            pixdim=(4.0, 4.0, 4.0),
+            patch_size=(32, 32, 32),
+            num_samples=2,
+            channels=(16, 32, 64, 128, 256),
+            learning_rate=2e-3,
+            max_epochs=30,
+            val_interval=2,
+            batch_size=2,
+            num_workers=0,
+            loader="thread",
+            roi_size=(64, 64, 64),
+            sw_batch_size=1,
+            profile="synthetic",
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "CourseConfig":
+        """Return a copy with ``changes`` applied (validated); unknown names are a ConfigError."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(None, f"unknown setting(s) {sorted(unknown)}; "
+                                    f"known: {sorted(f.name for f in dataclasses.fields(self))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "CourseConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are a ConfigError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(None, f"unknown setting(s) {sorted(unknown)}")
+        return cls(**values)
+
+    def model_signature(self) -> dict[str, Any]:
+        """The settings that fix the network's shape; a checkpoint must match them to load."""
+        return {"channels": list(self.channels), "strides": list(self.strides),
+                "num_res_units": self.num_res_units, "norm": self.norm}
+
+    def validate(self) -> None:
+        """Raise ConfigError for values no run could use."""
+        def bad(msg: str) -> None:
+            raise ConfigError(None, msg)
+
+        if self.max_epochs < 0:
+            bad(f"max_epochs must be >= 0, got {self.max_epochs}")
+        if self.val_interval < 1:
+            bad(f"val_interval must be >= 1, got {self.val_interval}")
+        if self.batch_size < 1 or self.num_samples < 1:
+            bad("batch_size and num_samples must be >= 1")
+        if not 0.0 <= self.cache_rate <= 1.0:
+            bad(f"cache_rate must be within [0, 1], got {self.cache_rate}")
+        if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
+            bad(f"val_fraction must be within (0, 1), got {self.val_fraction}")
+        if self.val_count < 0:
+            bad(f"val_count must be >= 0, got {self.val_count}")
+        if self.a_max <= self.a_min:
+            bad(f"a_max ({self.a_max}) must be greater than a_min ({self.a_min})")
+        if len(self.pixdim) != 3 or any(p <= 0 for p in self.pixdim):
+            bad(f"pixdim must be three positive spacings in mm, got {self.pixdim}")
+        if len(self.channels) != len(self.strides) + 1:
+            bad(f"channels ({len(self.channels)}) must be one longer than strides ({len(self.strides)})")
+        factor = 1
+        for s in self.strides:
+            factor *= s
+        for name in ("patch_size", "roi_size"):
+            size = getattr(self, name)
+            if len(size) != 3 or any(int(s) < 1 for s in size):
+                bad(f"{name} must be three positive integers, got {size}")
+            if any(int(s) % factor for s in size):
+                bad(f"{name} {size} must be divisible by {factor} (the product of the UNet strides)")
+            if any(int(s) > 512 for s in size):
+                bad(f"{name} {size} is larger than allowed (512 voxels per axis)")
+        if not 0.0 <= self.overlap < 1.0:
+            bad(f"overlap must be within [0, 1), got {self.overlap}")
+        if self.loader not in {"standard", "thread"}:
+            bad(f"loader must be 'standard' or 'thread', got {self.loader!r}")
+        if self.blend_mode not in {"constant", "gaussian"}:
+            bad(f"blend_mode must be 'constant' or 'gaussian', got {self.blend_mode!r}")
+        if not (self.device in {"auto", "cpu", "cuda"} or self.device.startswith("cuda:")):
+            bad(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+
+def is_synthetic_dataset(data_dir: str | os.PathLike) -> bool:
+    """True when ``data_dir/dataset.json`` was written by the course's phantom generator."""
+    try:
+        meta = json.loads((Path(data_dir) / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("name") == SYNTHETIC_DATASET_NAME
+
+
+def config_for(data_dir: str | os.PathLike | None = None, **overrides: Any) -> CourseConfig:
+    """The right defaults for a data directory: synthetic settings for the phantom, else the tutorial's.
+
+    >>> config_for(None).profile
+    'synthetic'
+    """
+    if data_dir is None or str(data_dir) == "" or is_synthetic_dataset(data_dir):
+        return CourseConfig.synthetic(**overrides)
+    return CourseConfig(**overrides)

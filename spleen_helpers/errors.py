@@ -1,0 +1,44 @@
+"""Errors the course raises for bad input: one line, naming the file and what is wrong.
+
+Every error a user can trigger with bad data, a bad checkpoint or a bad option is a
+:class:`CourseError`. The CLI prints ``str(error)`` alone (no traceback) and exits 2;
+notebooks show the same one-line message.
+
+Example:
+    >>> raise DataError("data/dataset.json", "is not valid JSON (line 3)")
+    Traceback (most recent call last):
+    ...
+    spleen_helpers.errors.DataError: data/dataset.json: is not valid JSON (line 3)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["CourseError", "DataError", "DicomError", "CheckpointError", "ConfigError"]
+
+
+class CourseError(Exception):
+    """Base class: a clear, one-line problem with something the user gave us."""
+
+    def __init__(self, path: str | os.PathLike | None, problem: str):
+        self.path = None if path is None else Path(path)
+        self.problem = " ".join(str(problem).split())  # always one line
+        super().__init__(f"{self.path}: {self.problem}" if path is not None else self.problem)
+
+
+class DataError(CourseError):
+    """A data set, image or label that cannot be used as it is."""
+
+
+class DicomError(CourseError):
+    """A DICOM file or series that cannot be grouped or converted safely."""
+
+
+class CheckpointError(CourseError):
+    """A checkpoint that is unsafe, corrupt or does not fit the model."""
+
+
+class ConfigError(CourseError):
+    """An option or parameter value that is out of range or unknown."""

@@ -1,0 +1,57 @@
+"""Atomic file writes: a reader never sees a partial file under its final name.
+
+Example:
+    >>> from pathlib import Path
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "hello.txt"
+    >>> with atomic_path(out) as tmp:
+    ...     _ = tmp.write_text("hi")
+    >>> out.read_text()
+    'hi'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_path", "write_json_atomic"]
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; move it into place only if the block succeeds.
+
+    The temporary file lives in the same directory (same file system), is flushed to disk
+    and then renamed with :func:`os.replace`, which is atomic on POSIX and Windows. If the
+    block raises, the temporary file is removed and ``final`` is left untouched.
+    ``suffix`` defaults to the final name's suffixes (e.g. ``.nii.gz``) so that writers
+    which pick a format from the extension still work.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(final.suffixes) if suffix is None else suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{suffix}",
+                                    dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(obj: Any, final: str | os.PathLike) -> Path:
+    """Write ``obj`` as indented JSON to ``final`` atomically; return the path."""
+    with atomic_path(final) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    return Path(final)

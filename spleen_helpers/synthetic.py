@@ -1,0 +1,235 @@
+"""A synthetic abdominal CT phantom with a spleen label, in the MSD Task09 layout.
+
+The phantom is small enough for the whole course to run on a laptop CPU, yet exercises every
+step of the real pipeline: air at -1000 HU outside the body (so ``CropForegroundd`` crops),
+subcutaneous and visceral fat (about -100 HU), soft tissue and liver (40-60 HU), a
+contrast-enhanced spleen (100-130 HU) of irregular, case-varying shape and size at its
+left-posterior position, kidneys and a contrast-filled aorta (bright distractors), a spine
+(>= 400 HU), noise and partial-volume blur. Spacing is anisotropic (so ``Spacingd``
+resamples) and the affine is LPS-oriented like a DICOM-derived NIfTI (so ``Orientationd``
+must flip it to RAS). Everything is deterministic by seed.
+
+Example:
+    >>> image, label, affine = generate_case(seed=0)
+    >>> image.shape == label.shape == PhantomSpec().shape
+    True
+    >>> bool(image.min() <= -1000 and 90 < image[label == 1].mean() < 140)
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from .config import SYNTHETIC_DATASET_NAME
+from .errors import DataError
+from .fileio import atomic_path, write_json_atomic
+
+__all__ = ["PhantomSpec", "generate_case", "write_synthetic_dataset", "ensure_synthetic_dataset"]
+
+
+@dataclass(frozen=True)
+class PhantomSpec:
+    """Grid of one synthetic volume: ``shape`` is (x, y, z) voxels, ``spacing`` (x, y, z) in mm."""
+
+    shape: tuple[int, int, int] = (96, 96, 24)
+    spacing: tuple[float, float, float] = (2.5, 2.5, 6.0)
+    noise_hu: float = 12.0
+
+    def replace(self, **changes) -> "PhantomSpec":
+        return dataclasses.replace(self, **changes)
+
+    def affine(self) -> np.ndarray:
+        """LPS-oriented affine (x and y axes flipped) centred on the volume, like DICOM-derived NIfTI."""
+        sx, sy, sz = self.spacing
+        nx, ny, nz = self.shape
+        aff = np.diag([-sx, -sy, sz, 1.0])
+        aff[:3, 3] = [sx * (nx - 1) / 2, sy * (ny - 1) / 2, -sz * (nz - 1) / 2]
+        return aff
+
+
+def _world_grid(spec: PhantomSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RAS millimetre coordinates of every voxel centre, each of shape ``spec.shape``."""
+    aff = spec.affine()
+    i, j, k = (np.arange(n, dtype=np.float32) for n in spec.shape)
+    x = (aff[0, 0] * i + aff[0, 3])[:, None, None]
+    y = (aff[1, 1] * j + aff[1, 3])[None, :, None]
+    z = (aff[2, 2] * k + aff[2, 3])[None, None, :]
+    return np.broadcast_arrays(x, y, z)
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], coarse: int = 5) -> np.ndarray:
+    """A smooth random field in [-1, 1] (upsampled coarse noise) for irregular shapes and texture."""
+    small = rng.uniform(-1.0, 1.0, size=(coarse, coarse, coarse)).astype(np.float32)
+    zoom = [s / coarse for s in shape]
+    field = ndimage.zoom(small, zoom, order=3, mode="nearest")[: shape[0], : shape[1], : shape[2]]
+    return np.clip(field, -1.0, 1.0)
+
+
+def _ellipsoid(x, y, z, centre, radii) -> np.ndarray:
+    """Implicit ellipsoid: < 1 inside."""
+    return (((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
+            + ((z - centre[2]) / radii[2]) ** 2)
+
+
+def generate_case(seed: int, spec: PhantomSpec | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(image_hu int16, label uint8, affine)`` of one synthetic case, deterministic by seed."""
+    spec = spec or PhantomSpec()
+    rng = np.random.default_rng(seed)
+    x, y, z = _world_grid(spec)
+    shape = spec.shape
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+
+    # Body: an elliptic cylinder with a layer of subcutaneous fat around muscle and viscera.
+    half_w, half_d = rng.uniform(100, 115), rng.uniform(75, 88)
+    body = (x / half_w) ** 2 + (y / half_d) ** 2
+    fat_t = rng.uniform(8, 16)
+    inner = (x / (half_w - fat_t)) ** 2 + (y / (half_d - fat_t)) ** 2
+    hu[body < 1] = -100.0
+    hu[inner < 1] = 45.0  # abdominal wall muscle
+    wall = 6.0
+    viscera = (x / (half_w - fat_t - wall)) ** 2 + (y / (half_d - fat_t - wall)) ** 2 < 1
+    # Viscera: mottled visceral fat and bowel loops.
+    bowel = _smooth_field(rng, shape, coarse=7)
+    hu[viscera] = np.where(bowel[viscera] > 0.1, 30.0, -90.0)
+
+    # Liver (patient's right = -x in RAS), large and anterior-right.
+    liver = _ellipsoid(x, y, z, (-0.45 * half_w, 0.05 * half_d, rng.uniform(10, 30)),
+                       (0.42 * half_w, 0.6 * half_d, rng.uniform(70, 90))) < 1
+    hu[liver & viscera] = 60.0
+    # Kidneys, posterior on both sides, and the contrast-filled aorta: bright distractors.
+    for side in (-1, 1):
+        kid = _ellipsoid(x, y, z, (side * 0.42 * half_w, -0.5 * half_d, rng.uniform(-30, -10)),
+                         (15, 22, 40)) < 1
+        hu[kid & viscera] = 150.0
+    aorta = ((x - 0.1 * half_w) ** 2 + (y + 0.3 * half_d) ** 2) < 10.0 ** 2
+    hu[aorta & viscera] = 180.0
+    # Spine: cortical ring over a marrow core, posterior midline, with the spinal canal.
+    vert = (x ** 2 + (y + 0.62 * half_d) ** 2)
+    hu[vert < 17.0 ** 2] = 700.0
+    hu[vert < 13.0 ** 2] = 420.0
+    hu[(x ** 2 + (y + 0.62 * half_d + 21) ** 2) < 6.0 ** 2] = 15.0
+
+    # Spleen: left-posterior, an irregular ellipsoid with a concave hilum, size varying per case.
+    scale = rng.uniform(0.8, 1.2)
+    radii = np.array([rng.uniform(16, 22), rng.uniform(30, 40), rng.uniform(40, 55)]) * scale
+    centre = np.array([0.62 * half_w - radii[0] * 0.3, -0.25 * half_d, rng.uniform(-10, 25)])
+    implicit = _ellipsoid(x, y, z, centre, radii) + 0.35 * _smooth_field(rng, shape, coarse=4)
+    hilum = _ellipsoid(x, y, z, centre + np.array([-1.1 * radii[0], 0.3 * radii[1], 0.0]),
+                       radii * np.array([0.9, 0.6, 0.7])) < 1
+    spleen = (implicit < 1) & ~hilum & viscera
+    spleen = ndimage.binary_opening(spleen, iterations=1)
+    labels_found, n = ndimage.label(spleen)
+    if n > 1:  # keep the main body only, as a real spleen is one organ
+        sizes = ndimage.sum(spleen, labels_found, range(1, n + 1))
+        spleen = labels_found == (1 + int(np.argmax(sizes)))
+    hu[spleen] = rng.uniform(100, 130)
+
+    # Texture, partial-volume blur (in voxels, i.e. more along z), then scanner noise.
+    hu += 8.0 * _smooth_field(rng, shape, coarse=9) * (hu > -500)
+    sigma = [0.6, 0.6, 0.4]
+    hu = ndimage.gaussian_filter(hu, sigma=sigma)
+    hu += rng.normal(0.0, spec.noise_hu, size=shape).astype(np.float32)
+    image = np.clip(np.round(hu), -1024, 3071).astype(np.int16)
+    return image, spleen.astype(np.uint8), spec.affine()
+
+
+def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    img = nib.Nifti1Image(array, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
+
+
+def write_synthetic_dataset(out_dir: str | os.PathLike, num_cases: int = 12,
+                            spec: PhantomSpec | None = None, seed: int = 0, dicom: bool = False,
+                            overwrite: bool = False) -> Path:
+    """Write ``num_cases`` phantoms as ``imagesTr/``, ``labelsTr/`` and ``dataset.json``.
+
+    ``dataset.json`` has the keys of the real Task09 file and is written last, so a folder
+    without it is an unfinished data set. With ``dicom=True`` each case is also written as a
+    DICOM CT series under ``dicom/spleen_K/``. Returns ``out_dir``.
+    """
+    spec = spec or PhantomSpec()
+    out = Path(out_dir)
+    if num_cases < 1:
+        raise DataError(out, f"num_cases must be >= 1, got {num_cases}")
+    if (out / "dataset.json").exists():
+        if not overwrite:
+            raise DataError(out / "dataset.json", "already exists; pass overwrite=True (--force) to replace it")
+        for sub in ("imagesTr", "labelsTr", "dicom"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        (out / "dataset.json").unlink()
+    training = []
+    for k in range(1, num_cases + 1):
+        image, label, affine = generate_case(seed * 100_003 + k, spec)
+        name = f"spleen_{k}.nii.gz"
+        _save_nifti(image, affine, out / "imagesTr" / name)
+        _save_nifti(label, affine, out / "labelsTr" / name)
+        if dicom:
+            from .dicom import write_ct_series
+
+            write_ct_series(image, affine, out / "dicom" / f"spleen_{k}",
+                            patient_id=f"SYNTH{seed:03d}-{k:03d}",
+                            series_description=f"synthetic abdomen CT case {k}")
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    meta = {
+        "name": SYNTHETIC_DATASET_NAME,
+        "description": "Synthetic abdominal CT phantom with spleen labels (spleen-course)",
+        "reference": "generated by spleen_helpers.synthetic",
+        "licence": "CC-BY-SA 4.0",
+        "release": "1.0",
+        "tensorImageSize": "3D",
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", "1": "spleen"},
+        "numTraining": num_cases,
+        "numTest": 0,
+        "training": training,
+        "test": [],
+        "synthetic": {"seed": seed, "shape_xyz": list(spec.shape), "spacing_xyz": list(spec.spacing),
+                      "noise_hu": spec.noise_hu, "dicom": dicom},
+    }
+    write_json_atomic(meta, out / "dataset.json")
+    return out
+
+
+def ensure_synthetic_dataset(out_dir: str | os.PathLike | None = None, num_cases: int = 12,
+                             spec: PhantomSpec | None = None, seed: int = 0,
+                             dicom: bool = False) -> Path:
+    """Return a synthetic data set at ``out_dir`` (default: the course's data dir), writing it if needed.
+
+    An existing set written with the same parameters is reused; one written with other
+    parameters is regenerated.
+    """
+    from .config import default_data_dir
+
+    spec = spec or PhantomSpec()
+    out = Path(out_dir) if out_dir else default_data_dir()
+    meta_path = out / "dataset.json"
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            params = meta.get("synthetic", {})
+            same = (meta.get("numTraining") == num_cases and params.get("seed") == seed
+                    and params.get("shape_xyz") == list(spec.shape)
+                    and params.get("spacing_xyz") == list(spec.spacing)
+                    and (params.get("dicom") or not dicom)
+                    and all((out / e["image"]).exists() and (out / e["label"]).exists()
+                            for e in meta.get("training", [])))
+        except (ValueError, AttributeError, KeyError, TypeError):
+            same = False
+        if same:
+            return out
+    return write_synthetic_dataset(out, num_cases=num_cases, spec=spec, seed=seed, dicom=dicom,
+                                   overwrite=True)
