@@ -1,0 +1,416 @@
+"""Find, check, list, split and download the spleen CT data set (MSD Task09 layout).
+
+The Medical Segmentation Decathlon layout is a folder with ``dataset.json``, ``imagesTr/``
+and ``labelsTr/``; ``dataset.json`` lists the training cases as
+``{"image": "./imagesTr/spleen_19.nii.gz", "label": "./labelsTr/spleen_19.nii.gz"}``.
+The real data (:func:`download_msd_spleen`) and the synthetic phantom
+(:mod:`spleen_helpers.synthetic`) share it, so every function here works on both.
+
+Every problem with the data raises a one-line :class:`~spleen_helpers.errors.DataError`
+naming the file and what is wrong, before MONAI ever sees the file.
+
+Case order: :func:`load_datalist` sorts cases by image file name with plain ``sorted()``
+(lexicographic, so ``spleen_10`` comes before ``spleen_2``), exactly as MONAI's spleen
+tutorial does with ``sorted(glob(...))``; :func:`split_datalist` then keeps the last
+``val_count`` cases for validation, so the default split is the tutorial's.
+
+Example:
+    >>> from spleen_helpers.synthetic import write_synthetic_dataset
+    >>> from spleen_helpers.config import CourseConfig
+    >>> import tempfile
+    >>> root = write_synthetic_dataset(tempfile.mkdtemp(), num_cases=5, seed=0)
+    >>> files = load_datalist(root)
+    >>> train, val = split_datalist(files, CourseConfig.synthetic(val_count=2))
+    >>> len(train), len(val), sorted(files[0])
+    (3, 2, ['image', 'label'])
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
+
+from .config import CourseConfig
+from .errors import ConfigError, DataError
+
+__all__ = [
+    "CaseInfo",
+    "MSD_SPLEEN_MD5",
+    "MSD_SPLEEN_TASK",
+    "MSD_SPLEEN_URL",
+    "download_msd_spleen",
+    "find_dataset",
+    "load_datalist",
+    "split_datalist",
+    "validate_case",
+    "validate_dataset",
+]
+
+MSD_SPLEEN_TASK = "Task09_Spleen"
+# The archive and checksum MONAI's DecathlonDataset uses for Task09_Spleen
+# (monai.apps.DecathlonDataset.resource / .md5).
+MSD_SPLEEN_URL = "https://msd-for-monai.s3-us-west-2.amazonaws.com/Task09_Spleen.tar"
+MSD_SPLEEN_MD5 = "410d4a301da4e5b2f6f86ec3ddba524e"
+
+AFFINE_TOLERANCE_MM = 1e-3
+_LAYOUT = "expected the MSD layout: dataset.json, imagesTr/, labelsTr/"
+
+
+# ------------------------------------------------------------------------------ find / list
+def _read_dataset_json(path: Path) -> dict[str, Any]:
+    """Parse and check ``dataset.json``; raise DataError naming the file otherwise."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                              f"{exc.msg})") from exc
+    if not isinstance(meta, dict):
+        raise DataError(path, f"must hold a JSON object, found {type(meta).__name__}")
+    if "training" not in meta:
+        raise DataError(path, f"has no \"training\" key (keys found: {sorted(meta)})")
+    training = meta["training"]
+    if not isinstance(training, list):
+        raise DataError(path, f"\"training\" must be a list of cases, found {type(training).__name__}")
+    if not training:
+        raise DataError(path, "\"training\" lists no cases")
+    for index, entry in enumerate(training):
+        if not isinstance(entry, dict):
+            raise DataError(path, f"\"training\" entry {index} must be an object with \"image\" and "
+                                  f"\"label\", found {json.dumps(entry)[:60]}")
+        for key in ("image", "label"):
+            if not isinstance(entry.get(key), str) or not entry[key].strip():
+                raise DataError(path, f"\"training\" entry {index} has no \"{key}\" file path "
+                                      f"({json.dumps(entry)[:80]})")
+    return meta
+
+
+def find_dataset(data_dir: str | os.PathLike) -> Path:
+    """Return the absolute data set folder (MSD layout) in or under ``data_dir``.
+
+    ``data_dir`` may be the data set itself or the folder holding ``Task09_Spleen/``.
+    Raises DataError for a missing or empty folder, a missing or malformed
+    ``dataset.json``, missing ``imagesTr/``/``labelsTr/``, or listed files that do not exist.
+
+    >>> find_dataset("/surely/not/here")
+    Traceback (most recent call last):
+    ...
+    spleen_helpers.errors.DataError: /surely/not/here: data folder does not exist
+    """
+    root = Path(data_dir).expanduser()
+    if not root.exists():
+        raise DataError(root, "data folder does not exist")
+    if not root.is_dir():
+        raise DataError(root, "is not a folder (give the data set folder holding dataset.json)")
+    root = root.resolve()
+    if not (root / "dataset.json").exists() and (root / MSD_SPLEEN_TASK).is_dir():
+        root = root / MSD_SPLEEN_TASK
+    if next(root.iterdir(), None) is None:
+        raise DataError(root, f"data folder is empty ({_LAYOUT})")
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise DataError(root, f"no dataset.json found ({_LAYOUT})")
+    meta = _read_dataset_json(meta_path)
+    for sub in ("imagesTr", "labelsTr"):
+        if not (root / sub).is_dir():
+            raise DataError(root / sub, f"folder is missing ({_LAYOUT})")
+    listed = [root / entry[key] for entry in meta["training"] for key in ("image", "label")]
+    missing = [p for p in listed if not p.is_file()]
+    if missing:
+        raise DataError(os.path.normpath(missing[0]),
+                        f"does not exist, but dataset.json lists it ({len(missing)} of "
+                        f"{len(listed)} listed files are missing)")
+    return root
+
+
+def load_datalist(data_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """Training cases as MONAI dicts ``{"image": abs_path, "label": abs_path}``, sorted by image name.
+
+    The folder is checked with :func:`find_dataset` first, then parsed with MONAI's
+    ``load_decathlon_datalist``. The order is ``sorted()`` by image file name (lexicographic:
+    ``spleen_10`` before ``spleen_2``), the order of MONAI's spleen tutorial.
+    """
+    from monai.data import load_decathlon_datalist
+
+    root = find_dataset(data_dir)
+    items = load_decathlon_datalist(root / "dataset.json", is_segmentation=True,
+                                    data_list_key="training", base_dir=root)
+    files = [{"image": str(item["image"]), "label": str(item["label"])} for item in items]
+    return _sorted_cases(files)
+
+
+def _sorted_cases(datalist: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The tutorial's order: by image file name, then full path as a tie-breaker."""
+    return sorted(datalist, key=lambda d: (Path(d["image"]).name, str(d["image"])))
+
+
+def split_datalist(datalist: list[dict[str, str]],
+                   cfg: CourseConfig) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Split cases into ``(train, val)``: the last ``cfg.val_count`` cases, or ``cfg.val_fraction``.
+
+    Cases are first put in the tutorial's order (sorted by image file name), so the split
+    does not depend on the order of ``datalist``. With ``val_fraction`` set, the number of
+    validation cases is ``round(n * val_fraction)``. Raises ConfigError when either part
+    would be empty.
+
+    >>> cases = [{"image": f"spleen_{i}.nii.gz", "label": f"l_{i}.nii.gz"} for i in range(1, 5)]
+    >>> [Path(c["image"]).stem for c in split_datalist(cases, CourseConfig(val_count=1))[1]]
+    ['spleen_4.nii']
+    """
+    cases = _sorted_cases(list(datalist))
+    n = len(cases)
+    if cfg.val_fraction is not None:
+        n_val = int(round(n * cfg.val_fraction))
+        how = f"val_fraction={cfg.val_fraction} of {n} cases gives {n_val} validation case(s)"
+    else:
+        n_val = cfg.val_count
+        how = f"val_count={cfg.val_count} with {n} cases"
+    if n_val < 1:
+        raise ConfigError(None, f"the split leaves no validation case ({how})")
+    if n_val >= n:
+        raise ConfigError(None, f"the split leaves no training case ({how}); "
+                                "lower val_count/val_fraction or add cases")
+    return cases[: n - n_val], cases[n - n_val:]
+
+
+# ---------------------------------------------------------------------------------- checks
+@dataclass(frozen=True)
+class CaseInfo:
+    """What :func:`validate_case` found about one image/label pair.
+
+    ``label_voxels`` and ``spleen_ml`` are None when the voxel data was not read.
+    """
+
+    image: Path
+    label: Path
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    orientation: tuple[str, str, str]
+    label_voxels: int | None
+    spleen_ml: float | None
+
+    @property
+    def name(self) -> str:
+        """Case name, e.g. ``spleen_19``."""
+        return self.image.name.split(".")[0]
+
+
+# nibabel, gzip and zlib report damaged files with these.
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, ImageFileError, HeaderDataError,
+                MemoryError)
+
+
+def _load_image(path: Path, read_data: bool) -> tuple[Any, np.ndarray | None]:
+    """Load a NIfTI image and, if asked, all its voxels; DataError naming the file otherwise."""
+    if not path.is_file():
+        raise DataError(path, "file does not exist")
+    try:
+        img = nib.load(path)
+        if not read_data:
+            return img, None
+        if path.name.endswith(".gz") and hasattr(type(img), "from_bytes"):
+            # nibabel stops reading at the end of the voxel data, so a damaged gzip trailer
+            # or a corrupt block after it goes unnoticed; reading the stream to its end
+            # checks gzip's CRC and length, then nibabel parses the same bytes.
+            with gzip.open(path, "rb") as fh:
+                raw = fh.read()
+            img = type(img).from_bytes(raw)
+        data = np.asanyarray(img.dataobj)
+    except _READ_ERRORS as exc:
+        reason = str(exc).replace(str(path), "").strip(' "') or type(exc).__name__
+        if isinstance(exc, ImageFileError):
+            raise DataError(path, f"is not a readable NIfTI image ({reason})") from exc
+        raise DataError(path, f"is corrupt or truncated ({type(exc).__name__}: {reason})") from exc
+    return img, data
+
+
+def _check_3d(path: Path, img: Any) -> None:
+    if len(img.shape) != 3:
+        raise DataError(path, f"is {len(img.shape)}-D with shape {tuple(img.shape)}; expected a 3-D volume")
+
+
+def _label_voxels(path: Path, data: np.ndarray) -> int:
+    """Count voxels of 1; DataError naming the values found if any is not 0 or 1."""
+    ok = (data == 0) | (data == 1)
+    if not bool(ok.all()):
+        bad = np.unique(data[~ok])
+        shown = ", ".join(f"{v:g}" for v in bad[:8]) + (", ..." if bad.size > 8 else "")
+        raise DataError(path, f"label has values other than 0 and 1: found {shown} "
+                              f"({int((~ok).sum())} voxels); expected a binary spleen mask")
+    return int(np.count_nonzero(data))
+
+
+def validate_case(image_path: str | os.PathLike, label_path: str | os.PathLike,
+                  read_data: bool = True) -> CaseInfo:
+    """Check one image/label pair and describe it; raise DataError naming the bad file.
+
+    Checks that both open as 3-D NIfTI volumes, have the same shape and the same affine
+    (within 1e-3 mm), and, with ``read_data`` (default), that every voxel can be read
+    (catches truncated or corrupt ``.nii.gz``) and the label holds only 0 and 1.
+    An all-zero label is allowed but reported with :func:`warnings.warn`.
+
+    >>> from spleen_helpers.synthetic import write_synthetic_dataset
+    >>> import tempfile
+    >>> root = write_synthetic_dataset(tempfile.mkdtemp(), num_cases=1, seed=0)
+    >>> f = load_datalist(root)[0]
+    >>> info = validate_case(f["image"], f["label"])
+    >>> info.shape, info.orientation, info.spleen_ml > 0
+    ((96, 96, 24), ('L', 'P', 'S'), True)
+    """
+    image_path, label_path = Path(image_path), Path(label_path)
+    img, img_data = _load_image(image_path, read_data)
+    lab, lab_data = _load_image(label_path, read_data)
+    _check_3d(image_path, img)
+    _check_3d(label_path, lab)
+    if tuple(img.shape) != tuple(lab.shape):
+        raise DataError(label_path, f"label shape {tuple(lab.shape)} does not match image "
+                                    f"{image_path.name} shape {tuple(img.shape)}")
+    diff = float(np.abs(np.asarray(img.affine) - np.asarray(lab.affine)).max())
+    if not diff <= AFFINE_TOLERANCE_MM:  # also catches NaN
+        raise DataError(label_path, f"label affine differs from image {image_path.name} affine "
+                                    f"by up to {diff:.4g} mm (tolerance {AFFINE_TOLERANCE_MM} mm)")
+    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+    voxels: int | None = None
+    volume: float | None = None
+    if lab_data is not None:
+        voxels = _label_voxels(label_path, lab_data)
+        volume = voxels * float(np.prod(spacing)) / 1000.0
+        if voxels == 0:
+            warnings.warn(f"{label_path}: label is empty (no spleen voxels)", UserWarning, stacklevel=2)
+    return CaseInfo(image=image_path, label=label_path,
+                    shape=tuple(int(s) for s in img.shape),  # type: ignore[arg-type]
+                    spacing=spacing,  # type: ignore[arg-type]
+                    orientation=tuple(nib.aff2axcodes(img.affine)),  # type: ignore[arg-type]
+                    label_voxels=voxels, spleen_ml=volume)
+
+
+def validate_dataset(data_dir: str | os.PathLike, check_all: bool = True) -> list[CaseInfo]:
+    """Check every case of a data set; return one :class:`CaseInfo` per case in datalist order.
+
+    ``check_all=True`` reads every voxel of every case (slow on the real data: about
+    1.5 GB to decompress). ``check_all=False`` reads all the voxels of the first case only
+    and checks the headers (3-D, shapes, affines) of the others.
+    """
+    return [validate_case(f["image"], f["label"], read_data=check_all or i == 0)
+            for i, f in enumerate(load_datalist(data_dir))]
+
+
+# --------------------------------------------------------------------------------- download
+def _md5(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_msd_spleen(root: str | os.PathLike, url: str = MSD_SPLEEN_URL, md5: str = MSD_SPLEEN_MD5,
+                        progress: bool = True) -> Path:
+    """Download and extract MSD Task09 Spleen into ``root/Task09_Spleen``; return that folder.
+
+    Does nothing when ``root/Task09_Spleen`` already passes :func:`find_dataset`. The
+    archive (about 1.5 GB) is downloaded with MONAI's ``download_url`` (progress bar) into
+    a temporary folder beside the target, its md5 is checked, it is extracted there with
+    MONAI's ``extractall``, checked, and only then renamed into place, so an interrupted or
+    corrupt download never leaves a ``Task09_Spleen`` folder behind. A wrong md5 deletes
+    the archive and raises DataError with both checksums; no network raises DataError
+    naming the URL.
+
+    Example (downloads the real data set)::
+
+        data_dir = download_msd_spleen("~/data")   # -> ~/data/Task09_Spleen
+    """
+    from monai.apps.utils import download_url, extractall
+
+    root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataError(root, "download root is not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(root, f"cannot create the download folder ({exc.strerror or exc})") from exc
+    root = root.resolve()
+    target = root / MSD_SPLEEN_TASK
+    if target.exists():
+        if target.is_dir() and next(target.iterdir(), None) is None:
+            target.rmdir()  # an empty folder holds nothing to lose
+        else:
+            try:
+                found = find_dataset(target)
+            except DataError as exc:
+                raise DataError(target, f"exists but is not a complete data set ({exc}); delete it "
+                                        "or choose another root, then download again") from exc
+            print(f"{MSD_SPLEEN_TASK} is already in {found}; nothing to download")
+            return found
+
+    archive_name = Path(urlparse(url).path).name or f"{MSD_SPLEEN_TASK}.tar"
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{MSD_SPLEEN_TASK}.download-", dir=root))
+    except OSError as exc:
+        raise DataError(root, f"cannot write to the download folder ({exc.strerror or exc})") from exc
+    try:
+        archive = staging / archive_name
+        print(f"downloading {url} to {root}")
+        try:
+            with warnings.catch_warnings():
+                # the md5 is checked right below, to report both checksums on a mismatch
+                warnings.filterwarnings("ignore", message="No hash value provided")
+                download_url(url=url, filepath=archive, hash_val=None, progress=progress)
+        except urllib.error.HTTPError as exc:
+            raise DataError(target, f"download from {url} failed: the server answered HTTP "
+                                    f"{exc.code} {exc.reason}") from exc
+        except urllib.error.ContentTooShortError as exc:
+            raise DataError(target, f"download from {url} was cut short (network unreachable or "
+                                    "interrupted); run the download again") from exc
+        except (urllib.error.URLError, OSError, RuntimeError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise DataError(target, f"download from {url} failed: network unreachable "
+                                    f"({reason})") from exc
+        if not archive.is_file():  # MONAI's download_url swallows some permission errors
+            raise DataError(target, f"download from {url} failed: no file was written to {staging}")
+        actual = _md5(archive)
+        if actual != md5.lower():
+            archive.unlink()
+            raise DataError(archive, f"md5 {actual} does not match the expected {md5} (download "
+                                     f"from {url} is corrupt or incomplete; it was deleted)")
+        extracted = staging / "extracted"
+        try:
+            extractall(filepath=archive, output_dir=extracted, has_base=True)
+        except (OSError, EOFError, ValueError, NotImplementedError) as exc:
+            raise DataError(archive, f"cannot be extracted ({exc})") from exc
+        archive.unlink()
+        unpacked = extracted / MSD_SPLEEN_TASK
+        if not unpacked.is_dir():
+            raise DataError(archive_name, f"(from {url}) does not contain a {MSD_SPLEEN_TASK}/ folder")
+        try:
+            find_dataset(unpacked)
+        except DataError as exc:
+            raise DataError(archive_name, f"(from {url}) does not hold a usable data set: "
+                                          f"{exc.problem}") from exc
+        os.replace(unpacked, target)  # atomic: the data set appears complete or not at all
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"{MSD_SPLEEN_TASK} is ready in {target}")
+    return target
