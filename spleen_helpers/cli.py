@@ -72,8 +72,37 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ dicom2nifti
 def _add_dicom2nifti(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dicom2nifti", help="group DICOM files into series and convert them to NIfTI")
-    p.set_defaults(handler=_not_yet)
+    p = sub.add_parser("dicom2nifti", help="group DICOM files into series and convert them to NIfTI",
+                       description="Scan IN_DIR recursively, group the DICOM files by series, order "
+                                   "the slices by position, refuse series with missing or duplicate "
+                                   "slices, and write one NIfTI per series (or per chunk) to OUT_DIR.")
+    p.add_argument("in_dir", type=Path, metavar="IN_DIR", help="folder with DICOM files (searched recursively)")
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="folder for the .nii.gz files")
+    p.add_argument("--slices-per-group", type=_positive_int, default=None, metavar="N",
+                   help="cut each series into chunks of N slices (the short last chunk is kept)")
+    p.add_argument("--drop-remainder", action="store_true",
+                   help="with --slices-per-group: drop the short last chunk (reported) instead of keeping it")
+    p.set_defaults(handler=_cmd_dicom2nifti)
+
+
+def _cmd_dicom2nifti(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .dicom import dicom_dir_to_nifti
+
+    if args.drop_remainder and args.slices_per_group is None:
+        raise ConfigError(None, "--drop-remainder needs --slices-per-group")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            paths = dicom_dir_to_nifti(args.in_dir, args.out_dir, args.slices_per_group,
+                                       drop_remainder=args.drop_remainder)
+        finally:  # skipped files and short chunks are reported even when a later step fails
+            for w in caught:
+                print(f"warning: {w.message}", file=sys.stderr)
+    for path in paths:
+        print(path)
+    return 0
 
 
 # ------------------------------------------------------------------------------------ train
