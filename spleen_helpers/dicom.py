@@ -38,7 +38,7 @@ import hashlib
 import os
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -456,6 +456,9 @@ def find_series(folder: str | os.PathLike) -> list[DicomSeries]:
         ds = _read_header(path)
         if ds is None:
             continue
+        if len(ds) == 0:  # pydicom reads a file cut off inside its header without complaint
+            raise DicomError(path, "is a damaged DICOM file: nothing readable after the file header "
+                                   "(truncated?)")
         missing = [t for t in _GEOMETRY_TAGS if t not in ds]
         if missing:
             warnings.warn(f"{path}: DICOM file without image geometry ({', '.join(missing)} "
@@ -615,10 +618,16 @@ def convert_series(series: DicomSeries, out_path: str | os.PathLike, reorient: b
         raise DicomError(series.folder, f"{series.label()}: dicom2nifti refused the conversion: "
                                         f"{reason} [{code}]") from exc
     except (RuntimeError, NotImplementedError, ValueError) as exc:
-        syntax = datasets[0].file_meta.get("TransferSyntaxUID", "unknown")
-        name = getattr(syntax, "name", syntax)
-        raise DicomError(series.folder, f"{series.label()}: pixel data could not be decoded or "
-                                        f"converted (transfer syntax {name}): {exc}") from exc
+        # Name the slice at fault when one cannot be decoded (cut-off copy, missing plugin).
+        for path, ds in zip(series.files, datasets):
+            try:
+                ds.pixel_array
+            except Exception as slice_exc:
+                syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
+                raise DicomError(path, f"pixel data cannot be decoded (transfer syntax "
+                                       f"{getattr(syntax, 'name', syntax)}): {slice_exc}") from exc
+        raise DicomError(series.folder, f"{series.label()}: conversion failed: "
+                                        f"{type(exc).__name__}: {exc}") from exc
     return out
 
 
