@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -238,6 +240,8 @@ def _load_image(path: Path, read_data: bool) -> tuple[Any, np.ndarray | None]:
         data = np.asanyarray(img.dataobj)
     except _READ_ERRORS as exc:
         reason = str(exc).replace(str(path), "").strip(' "') or type(exc).__name__
+        if "Cannot work out file type" in reason:
+            reason = "nibabel cannot tell its file type: not an image, or truncated"
         if isinstance(exc, ImageFileError):
             raise DataError(path, f"is not a readable NIfTI image ({reason})") from exc
         raise DataError(path, f"is corrupt or truncated ({type(exc).__name__}: {reason})") from exc
@@ -344,6 +348,8 @@ def download_msd_spleen(root: str | os.PathLike, url: str = MSD_SPLEEN_URL, md5:
     """
     from monai.apps.utils import download_url, extractall
 
+    if not re.fullmatch(r"[0-9a-fA-F]{32}", md5 or ""):
+        raise ConfigError(None, f"md5 must be 32 hexadecimal digits, got {md5!r}")
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise DataError(root, "download root is not a folder")
@@ -370,6 +376,11 @@ def download_msd_spleen(root: str | os.PathLike, url: str = MSD_SPLEEN_URL, md5:
         staging = Path(tempfile.mkdtemp(prefix=f".{MSD_SPLEEN_TASK}.download-", dir=root))
     except OSError as exc:
         raise DataError(root, f"cannot write to the download folder ({exc.strerror or exc})") from exc
+    # MONAI logs its own multi-line account of each step and failure; this function reports
+    # in one line (print or DataError), so MONAI's logger is quietened meanwhile.
+    monai_log = logging.getLogger("monai.apps")
+    level = monai_log.level
+    monai_log.setLevel(logging.CRITICAL)
     try:
         archive = staging / archive_name
         print(f"downloading {url} to {root}")
@@ -384,22 +395,27 @@ def download_msd_spleen(root: str | os.PathLike, url: str = MSD_SPLEEN_URL, md5:
         except urllib.error.ContentTooShortError as exc:
             raise DataError(target, f"download from {url} was cut short (network unreachable or "
                                     "interrupted); run the download again") from exc
-        except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        except (urllib.error.URLError, ConnectionError, TimeoutError, RuntimeError) as exc:
+            # RuntimeError: MONAI's "failed due to network issue or denied permission"
             reason = getattr(exc, "reason", None) or exc
             raise DataError(target, f"download from {url} failed: network unreachable "
                                     f"({reason})") from exc
+        except OSError as exc:  # the local side: disk full, no permission, ...
+            raise DataError(target, f"download from {url} failed while saving it "
+                                    f"({exc.strerror or exc})") from exc
         if not archive.is_file():  # MONAI's download_url swallows some permission errors
             raise DataError(target, f"download from {url} failed: no file was written to {staging}")
         actual = _md5(archive)
         if actual != md5.lower():
             archive.unlink()
-            raise DataError(archive, f"md5 {actual} does not match the expected {md5} (download "
-                                     f"from {url} is corrupt or incomplete; it was deleted)")
+            raise DataError(archive_name, f"md5 {actual} does not match the expected {md5} (the "
+                                          f"archive from {url} is corrupt or incomplete and was "
+                                          "deleted; nothing was extracted)")
         extracted = staging / "extracted"
         try:
             extractall(filepath=archive, output_dir=extracted, has_base=True)
         except (OSError, EOFError, ValueError, NotImplementedError) as exc:
-            raise DataError(archive, f"cannot be extracted ({exc})") from exc
+            raise DataError(archive_name, f"(from {url}) cannot be extracted ({exc})") from exc
         archive.unlink()
         unpacked = extracted / MSD_SPLEEN_TASK
         if not unpacked.is_dir():
@@ -409,8 +425,13 @@ def download_msd_spleen(root: str | os.PathLike, url: str = MSD_SPLEEN_URL, md5:
         except DataError as exc:
             raise DataError(archive_name, f"(from {url}) does not hold a usable data set: "
                                           f"{exc.problem}") from exc
-        os.replace(unpacked, target)  # atomic: the data set appears complete or not at all
+        try:
+            os.replace(unpacked, target)  # atomic: the data set appears complete or not at all
+        except OSError as exc:
+            raise DataError(target, f"cannot move the extracted data set into place "
+                                    f"({exc.strerror or exc})") from exc
     finally:
+        monai_log.setLevel(level)
         shutil.rmtree(staging, ignore_errors=True)
     print(f"{MSD_SPLEEN_TASK} is ready in {target}")
     return target
