@@ -12,7 +12,6 @@ import shutil
 import socket
 import tarfile
 import threading
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
