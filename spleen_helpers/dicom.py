@@ -709,7 +709,8 @@ def load_series_hu(series: DicomSeries) -> tuple[np.ndarray, dict[str, Any]]:
                                    f"{getattr(syntax, 'name', syntax)}): {exc}") from exc
         if arr.ndim != 2:
             raise DicomError(path, f"expected one grey-level slice, got pixel array {arr.shape}")
-        slices.append(np.asarray(apply_rescale(arr, ds), dtype=np.float64).T)
+        # float32 holds every integer HU exactly and halves the memory of float64
+        slices.append(np.asarray(apply_rescale(arr, ds), dtype=np.float32).T)
         if first is None:
             first = ds
     vol = np.stack(slices, axis=-1)
