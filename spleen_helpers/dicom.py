@@ -377,7 +377,8 @@ def _build_series(folder: Path, uid: str, items: list[tuple[Path, pydicom.Datase
                                      f"{first_path.name} is {size[0]}x{size[1]}")
         pos = np.array(_floats(ds.ImagePositionPatient, 3, path, "ImagePositionPatient"))
         inst = ds.get("InstanceNumber")
-        slices.append((float(np.dot(pos, normal)), int(inst) if inst is not None else 0, path, pos))
+        inst = int(inst) if str(inst or "").strip().lstrip("-").isdigit() else 0  # tie-break only
+        slices.append((float(np.dot(pos, normal)), inst, path, pos))
     slices.sort(key=lambda s: (s[0], s[1], str(s[2])))
     dist = np.array([s[0] for s in slices])
     n = len(slices)
