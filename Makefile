@@ -23,18 +23,36 @@ $(STAMP): pyproject.toml
 course: setup
 	$(BIN)/spleen-course run-course
 
-# Chromium for the JupyterLab browser test (Debian's package; no browser download).
+# Chromium for the JupyterLab browser test: Debian's package, driven by Playwright over its
+# DevTools pipe (no browser download, no chromedriver). Installs only when none is found and
+# apt-get can run as root; otherwise says why the browser test will skip. Idempotent.
+BROWSERS := chromium chromium-browser google-chrome google-chrome-stable
 browser-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	  || echo "chromium could not be installed: the browser test will skip"; }
+	@found=""; [ -x "$${SPLEEN_CHROMIUM:-}" ] && found="$$SPLEEN_CHROMIUM"; \
+	for b in $(BROWSERS); do [ -n "$$found" ] || found="$$(command -v $$b 2>/dev/null)"; done; \
+	if [ -n "$$found" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser test"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes apt-get install -y -qq chromium >/dev/null; } \
+	    || echo "chromium could not be installed with apt-get: the browser test will skip"; \
+	else \
+	  echo "no chromium, and apt-get as root is not available: the browser test will skip" \
+	       "(install Debian's chromium, or set SPLEEN_CHROMIUM to a Chromium executable)"; \
+	fi
 
 test: setup browser-deps
 	$(BIN)/python -m pytest tests/ notebooks/ --nbmake -p no:cacheprovider
 
+# The slice viewer of notebook 04 as rendered in JupyterLab, for the README: docs/img/
+# 04_evaluation_and_viewers_{viewer,slice_before,slice_after}.png. Fails rather than skips.
+README_NB   := 04_evaluation_and_viewers
 readme-screenshot: setup browser-deps
-	SPLEEN_SCREENSHOT_DIR=docs/img $(BIN)/python -m pytest tests/test_browser.py -p no:cacheprovider
+	@test -f notebooks/$(README_NB).ipynb || { echo "notebooks/$(README_NB).ipynb does not exist yet"; exit 1; }
+	@rm -f docs/img/$(README_NB)_viewer.png docs/img/$(README_NB)_slice_before.png docs/img/$(README_NB)_slice_after.png
+	SPLEEN_SCREENSHOT_DIR=docs/img $(BIN)/python -m pytest -p no:cacheprovider \
+	  "tests/test_browser.py::test_slice_viewer_renders_and_follows_the_slider[$(README_NB)]"
+	@test -f docs/img/$(README_NB)_viewer.png || { echo "no screenshot written (was the browser test skipped?)"; exit 1; }
+	@ls -l docs/img/$(README_NB)_*.png
 
 bench: setup
 	$(BIN)/spleen-course bench
