@@ -102,8 +102,8 @@ def generate_case(seed: int, spec: PhantomSpec | None = None) -> tuple[np.ndarra
     bowel = _smooth_field(rng, shape, coarse=7)
     hu[viscera] = np.where(bowel[viscera] > 0.1, 30.0, -90.0)
 
-    # Liver (patient's right = -x in RAS), large and anterior-right.
-    liver = _ellipsoid(x, y, z, (-0.45 * half_w, 0.05 * half_d, rng.uniform(10, 30)),
+    # Liver: large, on the patient's right (+x in RAS world coordinates).
+    liver = _ellipsoid(x, y, z, (0.45 * half_w, 0.05 * half_d, rng.uniform(10, 30)),
                        (0.42 * half_w, 0.6 * half_d, rng.uniform(70, 90))) < 1
     hu[liver & viscera] = 60.0
     # Kidneys, posterior on both sides, and the contrast-filled aorta: bright distractors.
@@ -111,7 +111,7 @@ def generate_case(seed: int, spec: PhantomSpec | None = None) -> tuple[np.ndarra
         kid = _ellipsoid(x, y, z, (side * 0.42 * half_w, -0.5 * half_d, rng.uniform(-30, -10)),
                          (15, 22, 40)) < 1
         hu[kid & viscera] = 150.0
-    aorta = ((x - 0.1 * half_w) ** 2 + (y + 0.3 * half_d) ** 2) < 10.0 ** 2
+    aorta = ((x + 0.1 * half_w) ** 2 + (y + 0.3 * half_d) ** 2) < 10.0 ** 2
     hu[aorta & viscera] = 180.0
     # Spine: cortical ring over a marrow core, posterior midline, with the spinal canal.
     vert = (x ** 2 + (y + 0.62 * half_d) ** 2)
@@ -119,12 +119,13 @@ def generate_case(seed: int, spec: PhantomSpec | None = None) -> tuple[np.ndarra
     hu[vert < 13.0 ** 2] = 420.0
     hu[(x ** 2 + (y + 0.62 * half_d + 21) ** 2) < 6.0 ** 2] = 15.0
 
-    # Spleen: left-posterior, an irregular ellipsoid with a concave hilum, size varying per case.
+    # Spleen: on the patient's left (-x) and posterior (-y), an irregular ellipsoid with a
+    # concave hilum facing the midline, size varying per case.
     scale = rng.uniform(0.8, 1.2)
     radii = np.array([rng.uniform(16, 22), rng.uniform(30, 40), rng.uniform(40, 55)]) * scale
-    centre = np.array([0.62 * half_w - radii[0] * 0.3, -0.25 * half_d, rng.uniform(-10, 25)])
+    centre = np.array([-(0.62 * half_w - radii[0] * 0.3), -0.25 * half_d, rng.uniform(-10, 25)])
     implicit = _ellipsoid(x, y, z, centre, radii) + 0.35 * _smooth_field(rng, shape, coarse=4)
-    hilum = _ellipsoid(x, y, z, centre + np.array([-1.1 * radii[0], 0.3 * radii[1], 0.0]),
+    hilum = _ellipsoid(x, y, z, centre + np.array([1.1 * radii[0], 0.3 * radii[1], 0.0]),
                        radii * np.array([0.9, 0.6, 0.7])) < 1
     spleen = (implicit < 1) & ~hilum & viscera
     spleen = ndimage.binary_opening(spleen, iterations=1)

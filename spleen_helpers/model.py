@@ -1,0 +1,103 @@
+"""The 3D UNet, its loss, optimiser and metric, and device selection.
+
+Example:
+    >>> from spleen_helpers.config import CourseConfig
+    >>> net = build_unet(CourseConfig())
+    >>> count_parameters(net)
+    4808917
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.losses import DiceLoss
+from monai.metrics import DiceMetric
+from monai.networks.layers import Norm
+from monai.networks.nets import UNet
+
+from .config import CourseConfig
+from .errors import ConfigError
+
+__all__ = ["build_unet", "build_loss", "build_optimizer", "build_dice_metric", "count_parameters",
+           "adapt_roi", "infer_logits",
+           "resolve_device"]
+
+_NORMS = {"batch": Norm.BATCH, "instance": Norm.INSTANCE}
+
+
+def build_unet(cfg: CourseConfig) -> UNet:
+    """MONAI UNet as in the spleen tutorial: 3D, 1 input channel, 2 classes, residual units."""
+    if cfg.norm not in _NORMS:
+        raise ConfigError(None, f"norm must be one of {sorted(_NORMS)}, got {cfg.norm!r}")
+    return UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=cfg.channels,
+                strides=cfg.strides, num_res_units=cfg.num_res_units, norm=_NORMS[cfg.norm])
+
+
+def build_loss() -> DiceLoss:
+    """Soft Dice loss on softmax outputs against one-hot labels."""
+    return DiceLoss(to_onehot_y=True, softmax=True)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: CourseConfig) -> torch.optim.Adam:
+    """Adam with the configured learning rate (tutorial: 1e-4)."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+
+
+def build_dice_metric() -> DiceMetric:
+    """Mean Dice over cases, spleen channel only (background excluded)."""
+    return DiceMetric(include_background=False, reduction="mean")
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when present, else CPU; asking for CUDA without it is a ConfigError.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(None, f"device {name!r} requested but CUDA is not available on this "
+                                    "machine; use --device cpu (or auto)")
+        index = torch.device(name).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ConfigError(None, f"device {name!r} requested but only "
+                                    f"{torch.cuda.device_count()} CUDA device(s) exist")
+    elif name != "cpu":
+        raise ConfigError(None, f"unknown device {name!r}; use auto, cpu or cuda[:N]")
+    return torch.device(name)
+
+
+def adapt_roi(roi_size: tuple[int, ...], spatial_shape: tuple[int, ...], multiple: int = 16) -> tuple[int, ...]:
+    """Shrink a sliding-window ROI to the volume (rounded up to ``multiple``) so that small
+    volumes are not padded to a much larger window.
+
+    >>> adapt_roi((160, 160, 160), (60, 200, 45))
+    (64, 160, 48)
+    """
+    return tuple(min(int(r), -(-int(s) // multiple) * multiple) for r, s in zip(roi_size, spatial_shape))
+
+
+def infer_logits(model: torch.nn.Module, image: torch.Tensor, cfg: CourseConfig,
+                 device: torch.device | None = None) -> torch.Tensor:
+    """Sliding-window inference of a batch of whole volumes ``(B, 1, X, Y, Z)``; returns logits.
+
+    Uses MONAI's ``sliding_window_inference`` with the configured ROI (adapted to the volume),
+    window batch size, overlap and blending; autocast on CUDA when ``cfg.amp``.
+    """
+    from monai.inferers import sliding_window_inference
+
+    device = device or next(model.parameters()).device
+    factor = 1
+    for s in cfg.strides:
+        factor *= s
+    roi = adapt_roi(cfg.roi_size, tuple(image.shape[2:]), factor)
+    with torch.autocast(device_type=device.type, enabled=cfg.amp and device.type == "cuda"):
+        return sliding_window_inference(image.to(device), roi, cfg.sw_batch_size, model,
+                                        overlap=cfg.overlap, mode=cfg.blend_mode)

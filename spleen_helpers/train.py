@@ -1,0 +1,260 @@
+"""Training the 3D UNet: cached data, a resumable loop, validation, best model and history.
+
+One call, :func:`train`, does what MONAI's spleen tutorial does in a notebook cell, plus:
+
+* a checkpoint ``RUN/checkpoint.pt`` written atomically after every epoch, holding the
+  tutorial's keys (``model_state_dict``, ``optimizer_state_dict``, ``train_loss``,
+  ``val_dice``, ``best_metric``, ``best_metric_epoch``) with ``epoch``, every RNG state and
+  the configuration;
+* ``resume=True`` continues from the last completed epoch; on CPU with a fixed seed the
+  result is bit-identical to a run that was never interrupted (tested);
+* ``best_metric_model.pth`` (saved on improvement), ``history.json``/``history.csv`` and
+  ``learning_curves.png`` updated every epoch, ``config.json`` beside them.
+
+Example:
+    >>> from spleen_helpers.synthetic import ensure_synthetic_dataset
+    >>> data = ensure_synthetic_dataset("/tmp/spleen-doc-data")           # doctest: +SKIP
+    >>> result = train(data, "/tmp/spleen-doc-run", max_epochs=4)         # doctest: +SKIP
+    >>> result.history.val_epochs                                         # doctest: +SKIP
+    [2, 4]
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import monai
+import torch
+from monai.data import CacheDataset, DataLoader, ThreadDataLoader, decollate_batch
+from monai.transforms import AsDiscrete
+from monai.utils import set_determinism
+from tqdm.auto import tqdm
+
+from .checkpoint import FORMAT_VERSION, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .config import CourseConfig, config_for
+from .data import load_datalist, split_datalist, validate_dataset
+from .errors import CheckpointError, ConfigError
+from .fileio import write_json_atomic
+from .history import TrainingHistory, plot_learning_curves
+from .model import build_dice_metric, build_loss, build_optimizer, build_unet, infer_logits, resolve_device
+from .transforms import train_transforms, val_transforms
+
+__all__ = ["TrainResult", "train", "build_loaders", "load_model", "CHECKPOINT_NAME", "BEST_MODEL_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_MODEL_NAME = "best_metric_model.pth"
+
+
+@dataclass
+class TrainResult:
+    """What a call to :func:`train` produced."""
+
+    run_dir: Path
+    config: CourseConfig
+    history: TrainingHistory
+    epochs_run: int
+
+    @property
+    def best_metric(self) -> float:
+        return self.history.best_metric
+
+    @property
+    def best_metric_epoch(self) -> int:
+        return self.history.best_metric_epoch
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_NAME
+
+    @property
+    def best_model_path(self) -> Path:
+        return self.run_dir / BEST_MODEL_NAME
+
+
+def build_loaders(train_files: list[dict], val_files: list[dict], cfg: CourseConfig,
+                  progress: bool = False) -> tuple[Any, Any, Any]:
+    """CacheDatasets and loaders for training and validation; returns (train_loader, val_loader, train_tf).
+
+    ``cfg.loader`` picks MONAI's ``ThreadDataLoader`` (no worker processes; fastest for cached
+    data on few cores) or ``DataLoader`` with ``cfg.num_workers`` processes.
+    """
+    train_tf = train_transforms(cfg)
+    cache_workers = max(1, min(cfg.num_workers, os.cpu_count() or 1))
+    train_ds = CacheDataset(train_files, train_tf, cache_rate=cfg.cache_rate,
+                            num_workers=cache_workers, progress=progress)
+    val_ds = CacheDataset(val_files, val_transforms(cfg), cache_rate=cfg.cache_rate,
+                          num_workers=cache_workers, progress=progress)
+    if cfg.loader == "thread":
+        train_loader = ThreadDataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
+        val_loader = ThreadDataLoader(val_ds, batch_size=1, num_workers=0)
+    else:
+        train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True,
+                                  num_workers=cfg.num_workers)
+        val_loader = DataLoader(val_ds, batch_size=1, num_workers=cfg.num_workers)
+    return train_loader, val_loader, train_tf
+
+
+def _check_signature(saved: dict[str, Any], cfg: CourseConfig, path: Path) -> None:
+    """A checkpoint only fits a network of the same shape: say so instead of a shape traceback."""
+    if saved != cfg.model_signature():
+        diffs = [f"{k}: checkpoint {saved.get(k)} vs now {v}" for k, v in cfg.model_signature().items()
+                 if saved.get(k) != v]
+        raise CheckpointError(path, "was saved with a different model configuration ("
+                                    + "; ".join(diffs) + ")")
+
+
+def load_model(path: str | os.PathLike, cfg: CourseConfig | None = None,
+               device: str | torch.device = "cpu") -> tuple[torch.nn.Module, CourseConfig]:
+    """Load a UNet from ``best_metric_model.pth`` or ``checkpoint.pt`` (safely), in eval mode.
+
+    The network's configuration comes from the file; ``cfg`` (if given) supplies the
+    inference settings and must describe the same network. A plain state dict (as MONAI's
+    tutorial saves) is accepted when ``cfg`` is given.
+    """
+    path = Path(path)
+    device = torch.device(device) if isinstance(device, str) else device
+    state = load_checkpoint(path, map_location=device)
+    if "model_state_dict" in state:
+        saved_cfg = CourseConfig.from_dict(state["config"]) if "config" in state else None
+        weights = state["model_state_dict"]
+    else:
+        saved_cfg, weights = None, state
+    if cfg is None:
+        if saved_cfg is None:
+            raise CheckpointError(path, "holds bare weights without a configuration; pass cfg")
+        cfg = saved_cfg
+    elif saved_cfg is not None:
+        _check_signature(saved_cfg.model_signature(), cfg, path)
+    model = build_unet(cfg)
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(path, f"does not fit the configured UNet ({first})") from None
+    return model.to(device).eval(), cfg
+
+
+def _validate(model: torch.nn.Module, loader: Any, cfg: CourseConfig, device: torch.device) -> float:
+    """Mean Dice over the validation volumes (sliding window, argmax, spleen channel)."""
+    metric = build_dice_metric()
+    post_pred = AsDiscrete(argmax=True, to_onehot=2)
+    post_label = AsDiscrete(to_onehot=2)
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            logits = infer_logits(model, batch["image"], cfg, device)
+            preds = [post_pred(p) for p in decollate_batch(logits.float().cpu())]
+            labels = [post_label(lab) for lab in decollate_batch(batch["label"])]
+            metric(y_pred=preds, y=labels)
+    value = float(metric.aggregate().item())
+    metric.reset()
+    return value
+
+
+def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseConfig | None = None, *,
+          resume: bool = False, overwrite: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print, **overrides: Any) -> TrainResult:
+    """Train (or resume training) the spleen UNet on ``data_dir``; write everything to ``run_dir``.
+
+    ``cfg`` defaults to :func:`config_for(data_dir) <spleen_helpers.config.config_for>`;
+    ``overrides`` replace single settings (``max_epochs=10``). With ``resume=True`` training
+    continues from ``run_dir/checkpoint.pt`` up to ``cfg.max_epochs`` (raise it to extend a
+    finished run). Without it, an existing run is an error unless ``overwrite=True``.
+    """
+    run_dir = Path(run_dir)
+    cfg = (cfg or config_for(data_dir))
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    device = resolve_device(cfg.device)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    state: dict[str, Any] | None = None
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location=device)
+        _check_signature(state.get("model_signature", {}), cfg, ckpt_path)
+    elif ckpt_path.exists() and not overwrite:
+        raise ConfigError(ckpt_path, "a run already exists here; resume it (resume=True / --resume), "
+                                     "or choose another run directory, or overwrite=True")
+    elif resume:
+        log(f"no checkpoint in {run_dir}: starting a new run")
+
+    validate_dataset(data_dir, check_all=True)
+    train_files, val_files = split_datalist(load_datalist(data_dir), cfg)
+    set_determinism(seed=cfg.seed)
+    train_loader, val_loader, train_tf = build_loaders(train_files, val_files, cfg, progress=False)
+    model = build_unet(cfg).to(device)
+    optimizer = build_optimizer(model, cfg)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    loss_fn = build_loss()
+    history = TrainingHistory()
+    start_epoch = 1
+    if state is not None:
+        model.load_state_dict(state["model_state_dict"])
+        optimizer.load_state_dict(state["optimizer_state_dict"])
+        if use_amp and "scaler_state_dict" in state:
+            scaler.load_state_dict(state["scaler_state_dict"])
+        history = TrainingHistory.from_dict(state["history"])
+        restore_rng_state(state["rng_state"], train_tf)
+        start_epoch = int(state["epoch"]) + 1
+        log(f"resumed from {ckpt_path} at epoch {state['epoch']} "
+            f"(best Dice {history.best_metric:.4f} at epoch {history.best_metric_epoch})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(cfg.to_dict() | {"data_dir": str(Path(data_dir).resolve())}, run_dir / "config.json")
+    log(f"training on {device} ({len(train_files)} train / {len(val_files)} val cases), "
+        f"epochs {start_epoch}..{cfg.max_epochs}, run dir {run_dir}")
+
+    for epoch in range(start_epoch, cfg.max_epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        epoch_loss, steps = 0.0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.max_epochs}", leave=False, disable=not progress)
+        for batch in bar:
+            inputs, labels = batch["image"].to(device), batch["label"].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=device.type, enabled=use_amp):
+                loss = loss_fn(model(inputs), labels)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            epoch_loss += loss.item()
+            steps += 1
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        epoch_loss /= max(steps, 1)
+        message = f"epoch {epoch}/{cfg.max_epochs} loss {epoch_loss:.4f}"
+        if epoch % cfg.val_interval == 0:
+            dice = _validate(model, val_loader, cfg, device)
+            improved = history.record_validation(epoch, dice)
+            message += f" val Dice {dice:.4f}"
+            if improved:
+                save_checkpoint({"model_state_dict": model.state_dict(), "config": cfg.to_dict(),
+                                 "epoch": epoch, "best_metric": dice}, run_dir / BEST_MODEL_NAME)
+                message += " (new best, saved)"
+        history.record_epoch(epoch, epoch_loss, time.perf_counter() - t0)
+        save_checkpoint({
+            "format_version": FORMAT_VERSION,
+            "epoch": epoch,
+            "model_state_dict": model.state_dict(),
+            "optimizer_state_dict": optimizer.state_dict(),
+            "scaler_state_dict": scaler.state_dict(),
+            "train_loss": list(history.train_loss),
+            "val_dice": list(history.val_dice),
+            "best_metric": history.best_metric,
+            "best_metric_epoch": history.best_metric_epoch,
+            "history": history.to_dict(),
+            "rng_state": capture_rng_state(train_tf),
+            "config": cfg.to_dict(),
+            "model_signature": cfg.model_signature(),
+            "versions": {"torch": torch.__version__, "monai": monai.__version__},
+        }, ckpt_path)
+        history.save(run_dir)
+        plot_learning_curves(history, run_dir / "learning_curves.png")
+        log(message)
+    epochs_run = max(0, cfg.max_epochs - start_epoch + 1)
+    log(f"done: best val Dice {history.best_metric:.4f} at epoch {history.best_metric_epoch}; "
+        f"{history.wall_seconds:.1f} s of training in total")
+    return TrainResult(run_dir=run_dir, config=cfg, history=history, epochs_run=epochs_run)
