@@ -55,6 +55,8 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 COURSE_NOTEBOOK = "04_evaluation_and_viewers.ipynb"
 SCRATCH_NOTEBOOK = "viewer_smoke.ipynb"
 
+# The notebook on screen (Lumino hides the panels of background tabs with lm-mod-hidden).
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 VIEWER_SELECTOR = ".spleen-slice-viewer"
 IMAGE_SELECTOR = ".spleen-slice-image"
 
@@ -307,6 +309,16 @@ def stop_jupyterlab(lab: JupyterLab) -> None:
             continue
 
 
+def stop_kernels(lab: JupyterLab, notebook: str) -> None:
+    """Shut down the kernel sessions of ``notebook`` (frees the CPU for the next notebook)."""
+    try:
+        for session in lab.api("/api/sessions"):
+            if session.get("path") == notebook:
+                lab.api(f"/api/sessions/{session['id']}", method="DELETE")
+    except (urllib.error.URLError, ConnectionError, OSError):
+        pass  # the server is gone: its kernels went with it
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -337,7 +349,7 @@ def changed_fraction(before: bytes, after: bytes) -> float:
 
 def error_outputs(page: Any) -> list[str]:
     """Texts of rendered outputs that show a Python error (traceback or ``SomeError:`` line)."""
-    texts = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+    texts = page.locator(f'{PANEL} .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
     pattern = re.compile(r"Traceback|^\s*\w+(Error|Exception|Interrupt)\b", re.M)
     return [t for t in texts.all_text_contents() if pattern.search(t)]
 
@@ -345,17 +357,17 @@ def error_outputs(page: Any) -> list[str]:
 def wait_run_all_done(page: Any, timeout_s: float) -> None:
     """Wait until Run All has finished: no cell queued or running, and every code cell ran or one failed."""
     page.wait_for_function(
-        """() => {
-            const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+        """(panel) => {
+            const prompts = [...document.querySelectorAll(panel + ' .jp-CodeCell .jp-InputPrompt')]
                 .map(p => p.textContent);
             const busy = prompts.some(p => p.includes('*'));
             const allRun = prompts.every(p => /\\[\\d+\\]/.test(p));
-            const failed = [...document.querySelectorAll(
-                '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+            const failed = [...document.querySelectorAll(panel +
+                ' .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
                 .some(o => /Traceback|^\\s*\\w+(Error|Exception|Interrupt)\\b/m.test(o.textContent));
             return prompts.length > 0 && !busy && (allRun || failed);
         }""",
-        timeout=timeout_s * 1000, polling=250,
+        arg=PANEL, timeout=timeout_s * 1000, polling=250,
     )
 
 
@@ -406,6 +418,8 @@ def test_slice_viewer_renders_and_follows_the_slider(
     notebook: str, jupyterlab: JupyterLab, browser: Any
 ) -> None:
     """Run All in JupyterLab, move the viewer's slice slider, see the image change, no errors."""
+    from playwright.sync_api import Error as PlaywrightError
+
     lab = jupyterlab
     nb_path = lab.root / notebook
     if notebook == SCRATCH_NOTEBOOK:
@@ -426,13 +440,15 @@ def test_slice_viewer_renders_and_follows_the_slider(
     def context_for_failure() -> str:
         failure_png.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(failure_png))
-        outputs = page.locator(".jp-OutputArea-output").all_text_contents()
+        outputs = page.locator(f"{PANEL} .jp-OutputArea-output").all_text_contents()
         return (f"\nerrors: {error_outputs(page)}\nlast outputs: {[o[:300] for o in outputs[-5:]]}"
                 f"\nbrowser console: {console[-10:]}\nserver log:\n{lab.log_tail(1500)}"
                 f"\npage screenshot: {failure_png}")
 
     try:
-        page.goto(f"{lab.url}/lab/tree/{notebook}?token={lab.token}")
+        # A workspace of its own: only this notebook open, nothing restored from an earlier test.
+        workspace = f"{stem}-{secrets.token_hex(4)}"
+        page.goto(f"{lab.url}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={lab.token}")
         try:
             wait_kernel_idle(page, SERVER_START_TIMEOUT_S)
         except Exception as exc:
@@ -448,11 +464,11 @@ def test_slice_viewer_renders_and_follows_the_slider(
             pytest.fail(f"Run All Cells of {notebook} did not finish within {RUN_ALL_TIMEOUT_S} s "
                         f"({exc.__class__.__name__})" + context_for_failure())
         assert error_outputs(page) == [], f"cells of {notebook} show errors: {error_outputs(page)}"
-        prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_text_contents()
+        prompts = page.locator(f"{PANEL} .jp-CodeCell .jp-InputPrompt").all_text_contents()
         unrun = [i for i, p in enumerate(prompts) if not re.search(r"\[\d+\]", p)]
         assert not unrun, f"code cells {unrun} of {notebook} did not run (prompts {prompts})"
 
-        viewer = page.locator(VIEWER_SELECTOR)
+        viewer = page.locator(f"{PANEL} {VIEWER_SELECTOR}")
         try:
             viewer.first.wait_for(timeout=WIDGET_RENDER_TIMEOUT_S * 1000)
         except Exception as exc:  # report what the student sees instead of the viewer
@@ -496,9 +512,10 @@ def test_slice_viewer_renders_and_follows_the_slider(
         deadline = time.monotonic() + REDRAW_TIMEOUT_S
         while time.monotonic() < deadline:
             page.wait_for_timeout(250)
-            if image.count() == 0:
-                continue  # between clear_output and the new image
-            after = image.screenshot()
+            try:
+                after = image.screenshot(timeout=5000)
+            except PlaywrightError:
+                continue  # the <img> was replaced while being captured: try again
             fraction = changed_fraction(before, after)
             if fraction >= MIN_CHANGED_FRACTION:
                 break
@@ -516,3 +533,4 @@ def test_slice_viewer_renders_and_follows_the_slider(
         assert saved_notebook_errors(page, nb_path) == []
     finally:
         context.close()
+        stop_kernels(lab, notebook)
