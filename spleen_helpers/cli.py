@@ -152,8 +152,43 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------- run-course
 def _add_run_course(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run-course", help="execute every notebook in order with papermill")
-    p.set_defaults(handler=_not_yet)
+    p = sub.add_parser("run-course", help="execute every notebook in order with papermill",
+                       description="Execute the course notebooks in order, headless, each in a fresh "
+                                   "kernel; write the executed notebooks, their HTML and a summary "
+                                   "(time per notebook, validation Dice) to OUTPUT_DIR. All notebooks "
+                                   "share one run directory (OUTPUT_DIR/run), so evaluation uses the "
+                                   "model that training wrote; rerunning resumes training there.")
+    p.add_argument("--output-dir", type=Path, default=None,
+                   help="where executed notebooks, HTML and summary go (default: runs/course)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="data set for every notebook (default: the synthetic phantom)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="set a notebook parameter (repeatable); VALUE is read as a Python literal "
+                        "when it is one (3, 0.5, True, [96, 96, 96]), else as text")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="limit per notebook cell (default 3600)")
+    p.add_argument("--only", nargs="+", default=None, metavar="NN",
+                   help="run only these notebooks (numbers like 03, or names)")
+    p.add_argument("--fresh", action="store_true",
+                   help="empty the shared run directory first (train from scratch)")
+    p.set_defaults(handler=_cmd_run_course)
+
+
+def _cmd_run_course(args: argparse.Namespace) -> int:
+    from .course import DEFAULT_CELL_TIMEOUT_S, parse_parameter_value, run_course
+
+    params = {name: parse_parameter_value(value) for name, value in args.parameter}
+    summary = run_course(args.output_dir, data_dir=args.data_dir, parameters=params,
+                         notebooks=args.only, fresh=args.fresh,
+                         cell_timeout=DEFAULT_CELL_TIMEOUT_S if args.timeout is None else args.timeout,
+                         progress=lambda line: print(line, flush=True))
+    print(f"outputs: {summary.output_dir} (executed notebooks, HTML, summary.md)")
+    if summary.final_val_dice is not None:
+        print(f"final validation Dice: {summary.final_val_dice:.4f} (best {summary.best_val_dice:.4f} "
+              f"at epoch {summary.best_epoch})")
+    else:
+        print("final validation Dice: none (no training history in the run directory)")
+    return 0
 
 
 # ------------------------------------------------------------------------------------ bench
