@@ -1,0 +1,123 @@
+"""The ``spleen-course`` command line: help for every subcommand, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+
+from spleen_helpers import __version__
+from spleen_helpers.cli import build_parser, main
+
+
+def subcommands() -> list[str]:
+    parser = build_parser()
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(actions) == 1
+    return sorted(actions[0].choices)
+
+
+SUBCOMMANDS = subcommands()
+
+
+def test_the_course_subcommands_are_there() -> None:
+    assert {"synth", "dicom2nifti", "train", "evaluate", "predict", "download", "run-course",
+            "bench"} <= set(SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: spleen-course {command}")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and __version__ in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["no-such-command"], [], ["synth", "--no-such-option"]])
+def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "usage: spleen-course" in capsys.readouterr().err
+
+
+def test_synth_writes_a_small_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "synthetic"
+    assert main(["synth", "--out", str(out), "--cases", "2", "--shape", "12", "40", "48", "--seed", "4"]) == 0
+    assert str(out) in capsys.readouterr().out
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["numTraining"] == 2 and len(meta["training"]) == 2
+    img = nib.load(out / meta["training"][1]["image"])
+    assert img.shape == (48, 40, 12)  # --shape is slices, rows, columns; NIfTI is x, y, z
+    assert nib.load(out / meta["training"][1]["label"]).shape == img.shape
+
+
+def test_course_error_is_one_line_on_stderr_and_exit_2(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "synthetic"
+    assert main(["synth", "--out", str(out), "--cases", "1", "--shape", "8", "32", "32"]) == 0
+    capsys.readouterr()
+    before = (out / "dataset.json").read_bytes()
+    assert main(["synth", "--out", str(out), "--cases", "1", "--shape", "8", "32", "32"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in captured.err
+    assert err.startswith("error: ") and str(out / "dataset.json") in err and "--force" in err
+    assert (out / "dataset.json").read_bytes() == before  # nothing was overwritten
+    assert main(["synth", "--out", str(out), "--cases", "1", "--shape", "8", "32", "32", "--force"]) == 0
+
+
+def test_zero_cases_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["synth", "--out", str(tmp_path / "s"), "--cases", "0"])
+    assert info.value.code == 2 and "must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_run_course_unknown_parameter_is_one_line_exit_2(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run-course", "--output-dir", str(tmp_path / "c"), "--only", "01",
+                 "-p", "no_such_parameter", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: unknown notebook parameter(s) ['no_such_parameter']")
+    assert not (tmp_path / "c").exists()
+
+
+def test_run_course_refuses_bad_values_before_running(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # text where the notebook's default is a number...
+    assert main(["run-course", "--only", "01", "-p", "slices_per_group", "ten",
+                 "--output-dir", str(tmp_path / "c")]) == 2
+    assert "expects a number" in capsys.readouterr().err
+    # ...a zero timeout, a notebook that does not exist
+    assert main(["run-course", "--only", "01", "--timeout", "0", "--output-dir", str(tmp_path / "c")]) == 2
+    assert "timeout" in capsys.readouterr().err
+    assert main(["run-course", "--only", "42", "--output-dir", str(tmp_path / "c")]) == 2
+    assert "no course notebook matches '42'" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+SCRIPT = Path(sys.executable).parent / "spleen-course"
+
+
+@pytest.mark.skipif(not SCRIPT.exists() and shutil.which("spleen-course") is None,
+                    reason="the spleen-course console script is not installed (pip install -e .)")
+def test_console_script_runs(tmp_path: Path) -> None:
+    exe = str(SCRIPT) if SCRIPT.exists() else str(shutil.which("spleen-course"))
+    done = subprocess.run([exe, "synth", "--out", str(tmp_path / "s"), "--cases", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "positive integer" in done.stderr
