@@ -113,14 +113,65 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------------- evaluate
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a model on the validation cases")
-    p.set_defaults(handler=_not_yet)
+    p = sub.add_parser("evaluate", help="evaluate a model on the validation cases",
+                       description="Segment the validation cases of a data set (the split the model "
+                                   "was trained with) and score them against their labels in the "
+                                   "original image space: Dice, IoU, HD95 and average surface "
+                                   "distance (mm), spleen volumes (mL). Writes the masks, "
+                                   "metrics.csv, summary.csv and summary.json to OUT.")
+    p.add_argument("--data-dir", type=Path, required=True, help="data set folder (Task09 layout)")
+    p.add_argument("--model", type=Path, required=True,
+                   help="best_metric_model.pth (or checkpoint.pt) of a training run")
+    p.add_argument("--out", type=Path, required=True, help="folder for masks, metrics and summary")
+    p.add_argument("--cases", choices=("val", "all"), default="val",
+                   help="validation split (default) or every case")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--keep-largest", action="store_true", default=None,
+                   help="keep only the largest connected spleen component")
+    p.set_defaults(handler=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_cases
+
+    report = evaluate_cases(args.model, args.data_dir, args.out, cases=args.cases,
+                            device=args.device, keep_largest=args.keep_largest)
+    print()
+    print(report.table())
+    print()
+    print(f"per-case metrics: {report.csv_path}")
+    print(f"summary:          {report.summary_csv} and {report.summary_json.name}")
+    if report.masks_dir is not None:
+        print(f"masks:            {report.masks_dir}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------- predict
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="segment the spleen in one CT (NIfTI file or DICOM folder)")
-    p.set_defaults(handler=_not_yet)
+    p = sub.add_parser("predict", help="segment the spleen in one CT (NIfTI file or DICOM folder)",
+                       description="Segment the spleen in a CT volume (.nii/.nii.gz) or a DICOM folder "
+                                   "holding one series, write the mask (uint8, 1 = spleen) with the "
+                                   "input's shape and affine, and print the spleen volume in mL.")
+    p.add_argument("--model", type=Path, required=True,
+                   help="best_metric_model.pth (or checkpoint.pt) of a training run")
+    p.add_argument("--input", type=Path, required=True, help="CT .nii/.nii.gz file or DICOM folder")
+    p.add_argument("--output", type=Path, required=True, help="mask to write (.nii.gz)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--keep-largest", action="store_true", default=None,
+                   help="keep only the largest connected spleen component")
+    p.set_defaults(handler=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .evaluate import predict_file
+
+    result = predict_file(args.model, args.input, args.output, device=args.device,
+                          keep_largest=args.keep_largest)
+    if result.image != result.input:
+        print(f"converted CT: {result.image}")
+    print(f"mask: {result.output} (shape {result.shape}, {result.seconds:.1f} s on {result.device})")
+    print(f"spleen volume: {result.spleen_ml:.1f} mL ({result.spleen_voxels} voxels)")
+    return 0
 
 
 # --------------------------------------------------------------------------------- download
