@@ -1,0 +1,212 @@
+"""The synthetic CT phantom: realistic HU, anatomy in the right place, Task09 layout, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from spleen_helpers.synthetic import (
+    PhantomSpec,
+    ensure_synthetic_dataset,
+    generate_case,
+    write_synthetic_dataset,
+)
+
+SEEDS = [0, 1, 2, 3, 4, 5]
+# The keys of the real MSD Task09_Spleen/dataset.json.
+TASK09_KEYS = {"name", "description", "reference", "licence", "release", "tensorImageSize",
+               "modality", "labels", "numTraining", "numTest", "training", "test"}
+SMALL = PhantomSpec(shape=(32, 32, 10))
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    return [generate_case(seed) for seed in SEEDS]
+
+
+def world(affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:
+    """RAS millimetre coordinates of voxel indices (N, 3)."""
+    return nib.affines.apply_affine(affine, ijk)
+
+
+def radial_mm(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """In-plane distance (mm) of every voxel centre from the body axis (world x = y = 0)."""
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    xyz = world(affine, ijk)
+    return np.hypot(xyz[:, 0], xyz[:, 1]).reshape(shape)
+
+
+def mode_hu(values: np.ndarray, lo: float, hi: float, width: float = 20.0) -> float:
+    """Centre of the most populated ``width``-HU bin of ``values`` within [lo, hi)."""
+    counts, edges = np.histogram(values, bins=np.arange(lo, hi + width, width))
+    i = int(np.argmax(counts))
+    return float(edges[i] + width / 2)
+
+
+def test_air_outside_the_body_is_minus_1000(cases) -> None:
+    for image, _, affine in cases:
+        outside = radial_mm(affine, image.shape) > 130  # the body's half-width is at most 115 mm
+        assert outside.sum() > 1000
+        air = image[outside].astype(float)
+        assert abs(np.median(air) + 1000) <= 2 and np.percentile(np.abs(air + 1000), 99) < 60
+
+
+def test_fat_and_soft_tissue_peaks(cases) -> None:
+    for image, _, _ in cases:
+        body = image[image > -500].astype(float)
+        assert -130 <= mode_hu(body, -300, 0) <= -70        # subcutaneous and visceral fat
+        assert 10 <= mode_hu(body, 0, 90) <= 70             # muscle, liver, bowel
+        assert np.mean((body > -140) & (body < -60)) > 0.15  # fat is a large share of the body
+
+
+def test_spleen_is_contrast_enhanced_100_to_130_hu(cases) -> None:
+    medians = []
+    for image, label, _ in cases:
+        core = ndimage.binary_erosion(label, iterations=1)  # away from partial-volume edges
+        assert core.sum() > 200
+        med = float(np.median(image[core]))
+        assert 92 <= med <= 138, med   # 100-130 HU plus at most 8 HU of texture
+        medians.append(med)
+    assert 100 <= np.mean(medians) <= 130
+    assert np.ptp(medians) > 5  # the enhancement varies between cases
+
+
+def test_spine_is_bone_at_the_posterior_midline(cases) -> None:
+    for image, label, affine in cases:
+        bone = image >= 400
+        assert bone.any(axis=(0, 1)).all(), "the spine must run through every slice"
+        xyz = world(affine, np.argwhere(bone))
+        assert abs(xyz[:, 0].mean()) < 10 and xyz[:, 1].mean() < -30  # midline, posterior
+        assert not (bone & (label > 0)).any()
+
+
+def test_spleen_is_on_the_patients_left_and_posterior(cases) -> None:
+    for image, label, affine in cases:
+        img = nib.Nifti1Image(label, affine)
+        assert nib.aff2axcodes(affine) != ("R", "A", "S")  # stored non-RAS on purpose
+        canon = nib.as_closest_canonical(img)
+        assert nib.aff2axcodes(canon.affine) == ("R", "A", "S")
+        data = np.asarray(canon.dataobj)
+        centre = np.argwhere(data > 0).mean(axis=0)
+        x_mm, y_mm, _ = world(canon.affine, centre[None])[0]
+        assert x_mm < -30, "spleen must be on the patient's left (-x in RAS)"
+        assert y_mm < 0, "spleen must be posterior (-y in RAS)"
+        # In RAS voxel order the left of the patient is the low-index half of the first axis.
+        assert centre[0] < data.shape[0] / 2
+
+
+def test_spleen_size_varies_between_cases(cases) -> None:
+    volumes = np.array([label.sum() for _, label, _ in cases], dtype=float)
+    assert volumes.min() > 500
+    assert volumes.std() / volumes.mean() > 0.1
+    for _, label, _ in cases:
+        _, n = ndimage.label(label)
+        assert n == 1  # one organ
+
+
+def test_deterministic_by_seed() -> None:
+    a, b = generate_case(7, SMALL), generate_case(7, SMALL)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    c = generate_case(8, SMALL)
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_anisotropic_spacing_and_non_ras_orientation(tmp_path: Path) -> None:
+    out = write_synthetic_dataset(tmp_path / "s", num_cases=1, spec=SMALL)
+    img = nib.load(out / "imagesTr" / "spleen_1.nii.gz")
+    zooms = tuple(float(z) for z in img.header.get_zooms())
+    assert zooms == SMALL.spacing and len(set(zooms)) > 1
+    assert nib.aff2axcodes(img.affine) == ("L", "P", "S")  # like DICOM-derived NIfTI
+    assert img.get_data_dtype() == np.int16
+    label = nib.load(out / "labelsTr" / "spleen_1.nii.gz")
+    assert np.allclose(label.affine, img.affine) and label.shape == img.shape
+    assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1}
+
+
+def test_dataset_json_has_the_task09_keys_and_loads_with_monai(tmp_path: Path) -> None:
+    from monai.data import load_decathlon_datalist
+
+    out = write_synthetic_dataset(tmp_path / "s", num_cases=3, spec=SMALL, seed=2)
+    meta = json.loads((out / "dataset.json").read_text())
+    assert TASK09_KEYS <= set(meta) and set(meta) - TASK09_KEYS == {"synthetic"}
+    assert meta["modality"] == {"0": "CT"} and meta["labels"] == {"0": "background", "1": "spleen"}
+    assert meta["numTraining"] == len(meta["training"]) == 3 and meta["numTest"] == len(meta["test"]) == 0
+    assert meta["training"][0] == {"image": "./imagesTr/spleen_1.nii.gz", "label": "./labelsTr/spleen_1.nii.gz"}
+    items = load_decathlon_datalist(out / "dataset.json", is_segmentation=True, data_list_key="training",
+                                    base_dir=out)
+    assert len(items) == 3 and all(Path(i["image"]).is_file() and Path(i["label"]).is_file() for i in items)
+
+
+def test_existing_data_set_is_not_overwritten_without_force(tmp_path: Path) -> None:
+    from spleen_helpers.errors import DataError
+
+    out = write_synthetic_dataset(tmp_path / "s", num_cases=1, spec=SMALL)
+    with pytest.raises(DataError, match="already exists"):
+        write_synthetic_dataset(out, num_cases=1, spec=SMALL)
+    write_synthetic_dataset(out, num_cases=2, spec=SMALL, overwrite=True)
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 2
+    with pytest.raises(DataError, match="num_cases"):
+        write_synthetic_dataset(tmp_path / "t", num_cases=0)
+
+
+def stamps(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_ensure_reuses_a_matching_set_and_regenerates_on_change(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "s"
+    assert ensure_synthetic_dataset(out, num_cases=2, spec=SMALL, seed=1) == out
+    before = stamps(out)
+    ensure_synthetic_dataset(out, num_cases=2, spec=SMALL, seed=1)
+    assert stamps(out) == before  # reused, nothing rewritten
+    first = np.asarray(nib.load(out / "imagesTr" / "spleen_1.nii.gz").dataobj)
+
+    ensure_synthetic_dataset(out, num_cases=2, spec=SMALL, seed=2)  # another seed
+    assert not np.array_equal(first, np.asarray(nib.load(out / "imagesTr" / "spleen_1.nii.gz").dataobj))
+    ensure_synthetic_dataset(out, num_cases=3, spec=SMALL, seed=2)  # more cases
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 3
+    bigger = SMALL.replace(shape=(24, 24, 8))
+    ensure_synthetic_dataset(out, num_cases=3, spec=bigger, seed=2)  # another grid
+    assert nib.load(out / "imagesTr" / "spleen_3.nii.gz").shape == (24, 24, 8)
+    (out / "labelsTr" / "spleen_2.nii.gz").unlink()  # a damaged set is rebuilt
+    ensure_synthetic_dataset(out, num_cases=3, spec=bigger, seed=2)
+    assert (out / "labelsTr" / "spleen_2.nii.gz").is_file()
+    assert not (out / "dicom").exists()
+    ensure_synthetic_dataset(out, num_cases=3, spec=bigger, seed=2, dicom=True)  # DICOM asked for
+    assert len(list((out / "dicom").iterdir())) == 3
+    before = stamps(out)
+    ensure_synthetic_dataset(out, num_cases=3, spec=bigger, seed=2)  # a DICOM set serves NIfTI users too
+    assert stamps(out) == before
+
+    monkeypatch.setenv("SPLEEN_COURSE_HOME", str(tmp_path / "home"))
+    default = ensure_synthetic_dataset(num_cases=1, spec=SMALL)
+    assert default == tmp_path / "home" / "data" / "synthetic" and (default / "dataset.json").is_file()
+
+
+def test_cli_dicom_writes_one_series_per_case(tmp_path: Path) -> None:
+    import pydicom
+
+    from spleen_helpers.cli import main
+
+    out = tmp_path / "s"
+    assert main(["synth", "--out", str(out), "--cases", "2", "--shape", "6", "24", "24", "--dicom"]) == 0
+    series = sorted((out / "dicom").iterdir())
+    assert [p.name for p in series] == ["spleen_1", "spleen_2"]
+    uids = set()
+    for folder in series:
+        files = sorted(f for f in folder.rglob("*") if f.is_file())
+        assert len(files) == 6  # one file per slice
+        headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+        assert {h.Modality for h in headers} == {"CT"}
+        assert len({h.SeriesInstanceUID for h in headers}) == 1
+        uids.add(headers[0].SeriesInstanceUID)
+    assert len(uids) == 2
+    assert json.loads((out / "dataset.json").read_text())["synthetic"]["dicom"] is True
+    assert os.listdir(out / "imagesTr") and os.listdir(out / "labelsTr")
