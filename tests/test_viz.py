@@ -1,0 +1,168 @@
+"""The slice viewer driven headless (slider, axis, overlay, opacity), its inputs and errors,
+and the static slice figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ipywidgets as widgets
+import matplotlib
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from spleen_helpers import history
+from spleen_helpers.errors import DataError
+from spleen_helpers.viz import CT_WINDOW, SliceViewer, plot_learning_curves, plot_slices, slice_viewer
+
+SHAPE = (40, 30, 16)
+
+
+@pytest.fixture(scope="module")
+def volumes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A volume in which every slice along every axis differs, a label and a shifted prediction."""
+    rng = np.random.default_rng(0)
+    x, y, z = np.meshgrid(*(np.arange(n) for n in SHAPE), indexing="ij")
+    image = (x * 3.0 + y * 2.0 + z * 5.0 + rng.normal(0, 1, SHAPE)).astype(np.float32)
+    label = (((x - 20) / 8.0) ** 2 + ((y - 12) / 6.0) ** 2 + ((z - 9) / 4.0) ** 2 < 1).astype(np.uint8)
+    return image, label, np.roll(label, 2, axis=0)
+
+
+def test_moving_the_slider_shows_that_slice(volumes) -> None:
+    image, label, pred = volumes
+    viewer = slice_viewer(image, label, pred)
+    assert viewer.slider.description == "slice" and viewer.slider.max == SHAPE[2] - 1
+    assert viewer.slider.value == int(np.argmax(label.sum(axis=(0, 1))))  # busiest label slice
+    before = viewer.image.value
+    assert before[:8] == b"\x89PNG\r\n\x1a\n"
+    viewer.slider.value = 3
+    data = viewer.current_slice_data()
+    assert np.array_equal(data["image"], image[:, :, 3])
+    assert np.array_equal(data["label"], label[:, :, 3])
+    assert np.array_equal(data["prediction"], pred[:, :, 3])
+    assert viewer.image.value != before
+    shown = viewer.image.value
+    viewer.slider.value = 3          # same value: no change event, same picture
+    assert viewer.image.value == shown
+
+
+def test_switching_the_axis_changes_the_slider_range_and_clips_it(volumes) -> None:
+    image, label, pred = volumes
+    viewer = slice_viewer(image, label, pred, axis=0, index=35)
+    assert viewer.slider.max == SHAPE[0] - 1 and viewer.slider.value == 35
+    before = viewer.image.value
+    viewer.axis.value = 2                                     # axial: 16 slices
+    assert viewer.slider.max == SHAPE[2] - 1 and viewer.slider.value == SHAPE[2] - 1
+    assert np.array_equal(viewer.current_slice_data()["image"], image[:, :, SHAPE[2] - 1])
+    assert viewer.image.value != before
+    viewer.axis.value = 1                                     # coronal: range grows, value kept
+    assert viewer.slider.max == SHAPE[1] - 1 and viewer.slider.value == SHAPE[2] - 1
+    assert viewer.current_slice_data()["image"].shape == (SHAPE[0], SHAPE[2])
+    viewer.slider.value = SHAPE[1] - 1
+    assert np.array_equal(viewer.current_slice_data()["label"], label[:, SHAPE[1] - 1, :])
+
+
+def test_overlay_and_opacity_redraw(volumes) -> None:
+    image, label, pred = volumes
+    viewer = slice_viewer(image, label, pred)
+    pngs = [viewer.image.value]
+    viewer.opacity.value = 0.9
+    pngs.append(viewer.image.value)
+    viewer.overlay.value = False
+    pngs.append(viewer.image.value)
+    assert len(set(pngs)) == 3
+    assert isinstance(viewer.overlay, widgets.Checkbox) and isinstance(viewer.opacity, widgets.FloatSlider)
+
+
+def test_widget_structure_classes_and_display(volumes) -> None:
+    image, label, _ = volumes
+    viewer = slice_viewer(image, label)
+    assert isinstance(viewer, SliceViewer) and isinstance(viewer.widget, widgets.VBox)
+    assert "spleen-slice-viewer" in viewer.widget._dom_classes
+    assert "spleen-slice-image" in viewer.image._dom_classes
+    assert isinstance(viewer.image, widgets.Image) and viewer.image.format == "png"
+    assert [o[0] for o in viewer.axis.options] == ["sagittal", "coronal", "axial"]
+
+    def walk(w):
+        yield w
+        for child in getattr(w, "children", ()):
+            yield from walk(child)
+
+    sliders = [w for w in walk(viewer.widget) if isinstance(w, widgets.IntSlider)]
+    assert [s.description for s in sliders] == ["slice"]
+    assert viewer.image in list(walk(viewer.widget))
+    bundle = viewer._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == viewer.widget.model_id
+    assert viewer.current_slice_data()["prediction"] is None
+
+
+def test_tensors_with_channels_and_logits_are_accepted(volumes) -> None:
+    image, label, _ = volumes
+    logits = torch.from_numpy(np.stack([1 - label, label]).astype(np.float32))   # (2, X, Y, Z)
+    viewer = slice_viewer(torch.from_numpy(image)[None], torch.from_numpy(label)[None, None], logits)
+    data = viewer.current_slice_data()
+    assert np.array_equal(data["prediction"], data["label"])
+    assert np.array_equal(data["image"], image[:, :, viewer.slider.value])
+
+
+def test_mismatched_shapes_are_named(volumes) -> None:
+    image, label, _ = volumes
+    with pytest.raises(DataError, match=r"shapes differ: image \(40, 30, 16\), label \(40, 30, 15\)"):
+        slice_viewer(image, label[:, :, :15])
+    with pytest.raises(DataError, match=r"prediction \(40, 29, 16\)"):
+        plot_slices(image, label, label[:, :29])
+    with pytest.raises(DataError, match=r"image must be a 3-D volume, got shape \(40, 30\)"):
+        slice_viewer(image[:, :, 0])
+    with pytest.raises(DataError, match="outside 0..15"):
+        slice_viewer(image, index=16)
+    with pytest.raises(DataError, match="axis must be"):
+        slice_viewer(image, axis=3)
+
+
+def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
+    nib.save(nib.Nifti1Image(array, affine), path)
+    return path
+
+
+def test_nifti_paths_are_shown_in_canonical_ras(volumes, tmp_path: Path) -> None:
+    image, label, _ = volumes
+    lps = np.diag([-2.0, -2.0, 5.0, 1.0])
+    img = _save(image.astype(np.int16) - 1000, lps, tmp_path / "ct.nii.gz")
+    lab = _save(label, lps, tmp_path / "label.nii.gz")
+    viewer = slice_viewer(img, lab, lab)
+    ras = np.flip(image.astype(np.int16) - 1000, axis=(0, 1))        # LPS -> RAS flips x and y
+    viewer.slider.value = 4
+    assert np.array_equal(viewer.current_slice_data()["image"], ras[:, :, 4])
+    assert np.array_equal(viewer.current_slice_data()["label"], np.flip(label, (0, 1))[:, :, 4])
+    assert viewer._range == CT_WINDOW                                  # HU data: soft-tissue window
+    other = _save(label, np.diag([2.0, 2.0, 5.0, 1.0]), tmp_path / "moved.nii.gz")
+    with pytest.raises(DataError, match="moved.nii.gz: affine differs"):
+        slice_viewer(img, other)
+    with pytest.raises(DataError, match="missing.nii.gz: label file does not exist"):
+        slice_viewer(img, tmp_path / "missing.nii.gz")
+
+
+def test_plot_slices_returns_a_pyplot_free_figure(volumes) -> None:
+    import matplotlib.pyplot as plt
+
+    image, label, pred = volumes
+    open_before = plt.get_fignums()
+    fig = plot_slices(image, label, pred, title="case")
+    assert isinstance(fig, Figure) and plt.get_fignums() == open_before
+    assert len(fig.axes) == 3 * 3
+    titles = [ax.get_title() for ax in fig.axes]
+    rows = sorted({int(t.split()[-1].rstrip(")")) for t in titles})
+    present = np.flatnonzero(label.any(axis=(0, 1)))
+    assert len(rows) == 3 and all(present[0] <= r <= present[-1] for r in rows)
+    assert titles[:3] == [f"image (axial {rows[0]})", f"label (axial {rows[0]})", f"output (axial {rows[0]})"]
+    only_image = plot_slices(image, axis=1)
+    assert len(only_image.axes) == 1 and only_image.axes[0].get_title() == f"image (coronal {SHAPE[1] // 2})"
+    with pytest.raises(DataError, match=r"slices \[99\] are outside"):
+        plot_slices(image, slices=[2, 99])
+
+
+def test_learning_curves_are_re_exported() -> None:
+    assert plot_learning_curves is history.plot_learning_curves
+    assert matplotlib.get_backend()  # importing viz did not break the backend
