@@ -58,6 +58,13 @@ def test_there_are_notebooks_numbered_consecutively_from_01() -> None:
     assert not stray, f"notebooks outside the NN_name.ipynb scheme: {stray}"
 
 
+def test_readme_maps_every_notebook_with_its_colab_badge() -> None:
+    readme = (NOTEBOOKS_DIR.parent / "README.md").read_text(encoding="utf-8")
+    for path in NOTEBOOKS:
+        assert f"(notebooks/{path.name})" in readme, f"README's course map lacks {path.name}"
+        assert colab_badge(path.name) in readme, f"README lacks the Colab badge of {path.name}"
+
+
 def test_logic_lines_counts_code_not_comments_or_continuations() -> None:
     src = "# a comment\n\nx = f(1,\n      2)  # note\nif x:\n    y = '''a\nb'''\n"
     assert logic_lines(src) == 3
