@@ -56,6 +56,7 @@ from .fileio import atomic_path
 from .transforms import train_transforms
 
 __all__ = [
+    "select_case",
     "StepSummary",
     "Patch",
     "apply_step_by_step",
@@ -78,6 +79,20 @@ BACKGROUND_MARKER = dict(marker="X", color="tab:cyan")
 
 
 # ----------------------------------------------------------------------------- summaries
+def select_case(files: Sequence[Mapping[str, str]], index: int) -> dict[str, str]:
+    """Case ``index`` of a data list (negative counts from the end); a ConfigError when out of range.
+
+    >>> select_case([{"image": "a.nii.gz"}, {"image": "b.nii.gz"}], -1)
+    {'image': 'b.nii.gz'}
+    """
+    if not files:
+        raise DataError(None, "the data list holds no cases")
+    if not -len(files) <= index < len(files):
+        raise ConfigError(None, f"case index {index} is out of range: the data set has {len(files)} "
+                                f"cases (0..{len(files) - 1})")
+    return dict(files[index])
+
+
 @dataclass(eq=False)
 class StepSummary:
     """What one transform left behind: geometry, intensities and one slice (not the volume).

@@ -25,6 +25,7 @@ from spleen_helpers.inspect_transforms import (
     plot_steps,
     sample_patches,
     save_figure,
+    select_case,
     spleen_centre_mm,
     summary_table,
 )
@@ -50,6 +51,15 @@ def preprocessed(case: dict[str, str]) -> dict:
 
 def by_name(summaries, name: str):
     return next(s for s in summaries if s.name == name)
+
+
+def test_select_case_by_index_and_out_of_range(synthetic_dir: Path) -> None:
+    files = load_datalist(synthetic_dir)
+    assert select_case(files, 1) == files[1] and select_case(files, -1) == files[-1]
+    with pytest.raises(ConfigError, match=f"case index {len(files)} is out of range.*{len(files)} cases"):
+        select_case(files, len(files))
+    with pytest.raises(DataError, match="no cases"):
+        select_case([], 0)
 
 
 # --------------------------------------------------------------------------- step by step
