@@ -612,8 +612,8 @@ def find_or_train_model(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
     """The best model of ``run_dir``; if there is none, a short run trained in ``fallback_dir``.
 
     ``run_dir`` itself is never written to (the training notebook or CLI owns it). An
-    existing best model in ``fallback_dir`` is reused. ``max_epochs`` is raised to one
-    validation interval if lower, so that a best model is saved.
+    existing best model in ``fallback_dir`` is reused. When ``max_epochs`` is shorter than
+    the validation interval, the interval is shortened to it so that a best model is saved.
 
     >>> find_or_train_model("runs/course", "data/synthetic", "runs/04/fallback", 2)  # doctest: +SKIP
     """
@@ -625,11 +625,15 @@ def find_or_train_model(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
     if fallback.is_file():
         log(f"no model in {run_dir}; using the short fallback run {fallback}")
         return fallback
-    cfg = (cfg or config_for(data_dir)).replace(**overrides) if overrides else (cfg or config_for(data_dir))
-    epochs = max(int(max_epochs), cfg.val_interval)
+    if int(max_epochs) < 1:
+        raise ConfigError(None, f"max_epochs of the fallback training must be >= 1, got {max_epochs}")
+    cfg = cfg or config_for(data_dir)
+    epochs = int(max_epochs)
+    cfg = cfg.replace(**(overrides | {"max_epochs": epochs,
+                                      "val_interval": min(cfg.val_interval, epochs)}))
     log(f"no model in {run_dir} (train one with notebook 03 or `spleen-course train`); "
         f"training a short {epochs}-epoch run in {fallback_dir} instead")
-    result = train(data_dir, fallback_dir, cfg, overwrite=True, progress=False, log=log, max_epochs=epochs)
+    result = train(data_dir, fallback_dir, cfg, overwrite=True, progress=False, log=log)
     if not result.best_model_path.is_file():  # pragma: no cover - train validates at val_interval
         raise DataError(fallback_dir, "training saved no best model")
     return result.best_model_path

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from .errors import DataError
 from .history import plot_learning_curves
@@ -254,9 +255,7 @@ class SliceViewer:
 
     # -- drawing ----------------------------------------------------------------------
     def render_png(self) -> bytes:
-        """The current view as PNG bytes (a pyplot-free matplotlib Figure, closed after use)."""
-        from matplotlib.figure import Figure
-
+        """The current view as PNG bytes (drawn on a pyplot-free matplotlib Figure)."""
         axis, index = int(self.axis.value), int(self.slider.value)
         planes = self.current_slice_data()
         n = sum(p is not None for p in planes.values())
@@ -321,12 +320,29 @@ def slice_viewer(image: Any, label: Any = None, prediction: Any = None, axis: in
 
 
 # ------------------------------------------------------------------------------- static
+class _NotebookFigure(Figure):
+    """A pyplot-free Figure that shows itself as PNG in Jupyter.
+
+    A plain ``Figure`` that pyplot never saw is shown as its text repr unless matplotlib's
+    inline backend happens to be active already (it loads lazily, on the first pyplot
+    figure); ``_repr_png_`` makes the figure display the same way in every front end.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=self.dpi, bbox_inches="tight")
+        return buf.getvalue()
+
+
 def plot_slices(image: Any, label: Any = None, prediction: Any = None,
                 slices: Sequence[int] | None = None, axis: int = 2,
                 window: tuple[float, float] | None = None, spacing: Sequence[float] | None = None,
                 overlay: bool = True, opacity: float = 0.45, title: str | None = None,
-                titles: Sequence[str] = ("image", "label", "output"), panel_size: float = 3.2):
+                titles: Sequence[str] = ("image", "label", "output"), panel_size: float = 3.2) -> Figure:
     """Static image / label / output panels, one row per slice; returns a matplotlib Figure.
+
+    The figure is made without pyplot (nothing leaks between calls) and shows itself as a
+    PNG when it is the last expression of a notebook cell.
 
     ``slices`` default to three slices through the label (or prediction): at a quarter, half
     and three quarters of its extent along ``axis``, or the middle slice when no mask is given.
@@ -336,8 +352,6 @@ def plot_slices(image: Any, label: Any = None, prediction: Any = None,
     >>> len(fig.axes)
     4
     """
-    from matplotlib.figure import Figure
-
     if axis not in (0, 1, 2):
         raise DataError(None, f"axis must be 0 (sagittal), 1 (coronal) or 2 (axial), got {axis!r}")
     img, lab, pred = _load_all(image, label, prediction, spacing)
@@ -357,7 +371,7 @@ def plot_slices(image: Any, label: Any = None, prediction: Any = None,
         raise DataError(None, f"slices {bad} are outside 0..{size - 1} along the {AXIS_NAMES[axis]} axis")
     vrange = _window(img.data, window)
     n_cols = sum(v is not None for v in vols.values())
-    fig = Figure(figsize=(panel_size * n_cols, panel_size * len(slices)))
+    fig = _NotebookFigure(figsize=(panel_size * n_cols, panel_size * len(slices)), dpi=80)
     grid = fig.subplots(len(slices), n_cols, squeeze=False)
     names = dict(zip(("image", "label", "prediction"), titles))
     for row, index in zip(grid, slices):

@@ -307,9 +307,11 @@ def test_find_or_train_model_prefers_the_run_then_trains_a_fallback(tiny_model: 
                                log=lambda _: None) == tiny_model
     assert not (tmp_path / "fb").exists()
     lines: list[str] = []
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        find_or_train_model(tmp_path / "no_run", synthetic_dir, tmp_path / "fb", 0)
     path = find_or_train_model(tmp_path / "no_run", synthetic_dir, tmp_path / "fb", 1,
-                               cfg=tiny_cfg(), log=lines.append)
-    assert path == tmp_path / "fb" / BEST_MODEL_NAME and path.is_file()
+                               cfg=tiny_cfg(val_interval=2), log=lines.append)
+    assert path == tmp_path / "fb" / BEST_MODEL_NAME and path.is_file()   # validated after epoch 1
     assert not (tmp_path / "no_run").exists() and "training a short 1-epoch run" in lines[0]
     # a second call reuses the fallback instead of training again
     assert find_or_train_model(tmp_path / "no_run", synthetic_dir, tmp_path / "fb", 1,

@@ -151,6 +151,7 @@ def test_plot_slices_returns_a_pyplot_free_figure(volumes) -> None:
     open_before = plt.get_fignums()
     fig = plot_slices(image, label, pred, title="case")
     assert isinstance(fig, Figure) and plt.get_fignums() == open_before
+    assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"   # shows itself in a notebook, no pyplot needed
     assert len(fig.axes) == 3 * 3
     titles = [ax.get_title() for ax in fig.axes]
     rows = sorted({int(t.split()[-1].rstrip(")")) for t in titles})
