@@ -249,7 +249,7 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
             "rng_state": capture_rng_state(train_tf),
             "config": cfg.to_dict(),
             "model_signature": cfg.model_signature(),
-            "versions": {"torch": torch.__version__, "monai": monai.__version__},
+            "versions": {"torch": str(torch.__version__), "monai": str(monai.__version__)},
         }, ckpt_path)
         history.save(run_dir)
         plot_learning_curves(history, run_dir / "learning_curves.png")

@@ -1,0 +1,103 @@
+"""Checkpoints: atomic writes, safe loading, RNG state round trips."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from spleen_helpers.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from spleen_helpers.config import CourseConfig
+from spleen_helpers.errors import CheckpointError
+from spleen_helpers.transforms import train_transforms
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: the classic malicious checkpoint."""
+
+    def __reduce__(self):
+        return (os.system, ("touch PWNED_BY_CHECKPOINT",))
+
+
+def test_round_trip_plain_data(tmp_path):
+    state = {"epoch": 7, "weights": torch.arange(5.0), "nested": {"best": 0.5, "list": [1, 2]}}
+    path = save_checkpoint(state, tmp_path / "c.pt")
+    loaded = load_checkpoint(path)
+    assert loaded["epoch"] == 7 and loaded["nested"] == {"best": 0.5, "list": [1, 2]}
+    assert torch.equal(loaded["weights"], torch.arange(5.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary left behind
+
+
+def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"model_state_dict": {}, "payload": _RunsCode()}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert "refused" in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()
+
+
+def test_plain_pickle_file_is_refused(tmp_path):
+    path = tmp_path / "pickled.pt"
+    path.write_bytes(pickle.dumps({"x": _RunsCode()}))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_checkpoint_is_a_clear_error(tmp_path, damage):
+    path = save_checkpoint({"w": torch.ones(1000)}, tmp_path / "c.pt")
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint" * 10,
+                      "empty": b""}[damage])
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint({"epoch": 1}, tmp_path / "c.pt")
+
+    def broken_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_rng_states_survive_a_safe_round_trip(tmp_path):
+    pipeline = train_transforms(CourseConfig(augment=True))
+    pipeline.set_random_state(seed=3)
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    state = capture_rng_state(pipeline)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item(),
+                [t.R.rand() for t in pipeline.transforms if hasattr(t, "R")])
+    save_checkpoint({"rng": state}, tmp_path / "rng.pt")
+    restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"], pipeline)
+    again = (random.random(), np.random.rand(), torch.rand(1).item(),
+             [t.R.rand() for t in pipeline.transforms if hasattr(t, "R")])
+    assert again == expected
+
+
+def test_rng_restore_refuses_a_different_pipeline():
+    state = capture_rng_state(train_transforms(CourseConfig(augment=True)))
+    with pytest.raises(CheckpointError, match="transform random states"):
+        restore_rng_state(state, train_transforms(CourseConfig(augment=False)))

@@ -1,0 +1,206 @@
+"""Training: exact resume, safe and fitting checkpoints, outputs of a run, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from spleen_helpers.checkpoint import load_checkpoint, save_checkpoint
+from spleen_helpers.config import CourseConfig
+from spleen_helpers.errors import CheckpointError, ConfigError
+from spleen_helpers.train import BEST_MODEL_NAME, CHECKPOINT_NAME, load_model, train
+
+# A very small network and grid: the loop's logic, not its accuracy, is under test here.
+TINY = dict(channels=(4, 8, 16), strides=(2, 2), patch_size=(16, 16, 16), roi_size=(32, 32, 32),
+            pixdim=(6.0, 6.0, 6.0), num_samples=2, batch_size=2, val_count=2, val_interval=2,
+            learning_rate=1e-3, seed=7)
+
+
+def tiny_config(**changes) -> CourseConfig:
+    return CourseConfig.synthetic(**{**TINY, **changes})
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(scope="module")
+def straight_run(synthetic_dir, tmp_path_factory):
+    """Four epochs in one go: the reference every interrupted run must reproduce."""
+    return train(synthetic_dir, tmp_path_factory.mktemp("straight"), tiny_config(max_epochs=4),
+                 progress=False, log=lambda _: None)
+
+
+def test_run_writes_every_output(straight_run):
+    run = straight_run.run_dir
+    for name in (CHECKPOINT_NAME, BEST_MODEL_NAME, "history.json", "history.csv",
+                 "learning_curves.png", "config.json"):
+        assert (run / name).is_file(), name
+    history = json.loads((run / "history.json").read_text())
+    assert history["epochs"] == [1, 2, 3, 4] and history["val_epochs"] == [2, 4]
+    assert len(history["train_loss"]) == 4 and all(s > 0 for s in history["epoch_seconds"])
+    assert (run / "history.csv").read_text().count("\n") == 5
+    ckpt = load_checkpoint(run / CHECKPOINT_NAME)
+    for key in ("model_state_dict", "optimizer_state_dict", "train_loss", "val_dice", "best_metric",
+                "best_metric_epoch", "epoch", "rng_state", "config"):
+        assert key in ckpt, key
+    assert ckpt["epoch"] == 4
+    assert ckpt["best_metric"] == max(history["val_dice"])
+    assert ckpt["best_metric_epoch"] == history["val_epochs"][history["val_dice"].index(max(history["val_dice"]))]
+
+
+def test_resume_is_exact(straight_run, synthetic_dir, tmp_path):
+    first = train(synthetic_dir, tmp_path, tiny_config(max_epochs=2), progress=False, log=lambda _: None)
+    assert first.history.epochs == [1, 2]
+    resumed = train(synthetic_dir, tmp_path, tiny_config(max_epochs=4), resume=True, progress=False,
+                    log=lambda _: None)
+    assert resumed.epochs_run == 2
+    a = load_checkpoint(straight_run.checkpoint_path)
+    b = load_checkpoint(resumed.checkpoint_path)
+    assert_same_weights(a["model_state_dict"], b["model_state_dict"])
+    assert a["train_loss"] == b["train_loss"] and a["val_dice"] == b["val_dice"]
+    assert a["best_metric_epoch"] == b["best_metric_epoch"]
+    for group_a, group_b in zip(a["optimizer_state_dict"]["state"].values(),
+                                b["optimizer_state_dict"]["state"].values()):
+        assert_same_weights(group_a, group_b)
+    assert_same_weights(load_checkpoint(straight_run.best_model_path)["model_state_dict"],
+                        load_checkpoint(resumed.best_model_path)["model_state_dict"])
+
+
+def test_resume_of_finished_run_does_nothing_more(straight_run, synthetic_dir):
+    again = train(synthetic_dir, straight_run.run_dir, tiny_config(max_epochs=4), resume=True,
+                  progress=False, log=lambda _: None)
+    assert again.epochs_run == 0 and again.history.epochs == [1, 2, 3, 4]
+
+
+def test_existing_run_is_not_overwritten_silently(straight_run, synthetic_dir):
+    with pytest.raises(ConfigError, match="already exists"):
+        train(synthetic_dir, straight_run.run_dir, tiny_config(max_epochs=1), progress=False)
+
+
+def test_resume_with_other_model_is_a_clear_error(straight_run, synthetic_dir):
+    with pytest.raises(CheckpointError) as err:
+        train(synthetic_dir, straight_run.run_dir, tiny_config(channels=(8, 16, 32), max_epochs=6),
+              resume=True, progress=False)
+    message = str(err.value)
+    assert "different model configuration" in message and "channels" in message
+    assert "\n" not in message and CHECKPOINT_NAME in message
+
+
+def test_resume_refuses_unsafe_checkpoint(synthetic_dir, tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch PWNED",))
+
+    torch.save({"model_state_dict": {}, "x": Payload()}, tmp_path / CHECKPOINT_NAME)
+    with pytest.raises(CheckpointError, match="refused"):
+        train(synthetic_dir, tmp_path, tiny_config(max_epochs=2), resume=True, progress=False)
+
+
+def test_load_model_reads_best_model_and_checks_shape(straight_run):
+    model, cfg = load_model(straight_run.best_model_path)
+    assert cfg.channels == (4, 8, 16) and not model.training
+    with pytest.raises(CheckpointError, match="different model configuration"):
+        load_model(straight_run.best_model_path, cfg=tiny_config(channels=(8, 16, 32)))
+
+
+def test_gpu_saved_checkpoint_loads_on_cpu(straight_run, tmp_path):
+    """A checkpoint whose tensors claim a CUDA device loads on this CPU-only machine."""
+    state = load_checkpoint(straight_run.best_model_path)
+    path = tmp_path / "gpu.pth"
+    if torch.cuda.is_available():
+        state["model_state_dict"] = {k: v.cuda() for k, v in state["model_state_dict"].items()}
+        save_checkpoint(state, path)
+    else:
+        # Rewrite the storage locations torch.save records, as a CUDA machine would.
+        torch.save(state, path, _use_new_zipfile_serialization=True)
+        _relocate_storages(path, "cpu", "cuda:0")
+        with pytest.raises(Exception):
+            torch.load(path, weights_only=True)  # without map_location this needs CUDA
+    model, _ = load_model(path, device="cpu")
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def _relocate_storages(path: Path, old: str, new: str) -> None:
+    """Rewrite the device tags in a torch zip checkpoint's pickle (``'cpu'`` -> ``'cuda:0'``)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zin:
+        items = [(info, zin.read(info)) for info in zin.infolist()]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zout:
+        for info, data in items:
+            if info.filename.endswith("data.pkl"):
+                # pickle protocol 2 writes strings as BINUNICODE: b"X" + 4-byte length + bytes
+                old_b, new_b = old.encode(), new.encode()
+                data = data.replace(b"X" + len(old_b).to_bytes(4, "little") + old_b,
+                                    b"X" + len(new_b).to_bytes(4, "little") + new_b)
+            zout.writestr(info, data)
+
+
+def test_cuda_without_cuda_is_a_config_error(synthetic_dir, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        train(synthetic_dir, tmp_path, tiny_config(device="cuda"), progress=False)
+
+
+# ------------------------------------------------------------------------ crash safety
+KILLER = textwrap.dedent("""
+    import os, signal, sys, torch
+    import spleen_helpers.checkpoint as ckpt
+    from spleen_helpers.config import CourseConfig
+    from spleen_helpers.train import train
+    data_dir, run_dir, where, tiny = sys.argv[1], sys.argv[2], sys.argv[3], eval(sys.argv[4])
+    cfg = CourseConfig.synthetic(**tiny, max_epochs=4)
+    if where == "write":
+        real_save, calls = torch.save, []
+        def dying_save(obj, f, *a, **k):
+            calls.append(f)
+            if isinstance(obj, dict) and obj.get("epoch") == 3 and "optimizer_state_dict" in obj:
+                with open(f, "wb") as fh:        # half a checkpoint, then the process dies
+                    fh.write(b"PK partial")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_save(obj, f, *a, **k)
+        ckpt.torch.save = dying_save
+    else:
+        import spleen_helpers.train as tr
+        real_loss, steps = tr.build_loss, []
+        def dying_loss():
+            fn = real_loss()
+            def wrapped(pred, target):
+                steps.append(1)
+                if len(steps) == 2 * 1 + 2 + 1:  # third epoch, first step (2 steps per epoch)
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return fn(pred, target)
+            return wrapped
+        tr.build_loss = dying_loss
+    train(data_dir, run_dir, cfg, progress=False, log=lambda _: None)
+""")
+
+
+@pytest.mark.parametrize("where", ["epoch", "write"])
+def test_sigkill_then_resume_matches_uninterrupted(straight_run, synthetic_dir, tmp_path, where):
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(script), str(synthetic_dir), str(run), where, repr(TINY)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    survivor = load_checkpoint(run / CHECKPOINT_NAME)  # the last good checkpoint is intact
+    assert survivor["epoch"] == 2
+    assert not [p for p in run.iterdir() if p.name == CHECKPOINT_NAME + ".part"]
+    resumed = train(synthetic_dir, run, tiny_config(max_epochs=4), resume=True, progress=False,
+                    log=lambda _: None)
+    assert resumed.history.epochs == [1, 2, 3, 4]
+    assert_same_weights(load_checkpoint(straight_run.checkpoint_path)["model_state_dict"],
+                        load_checkpoint(resumed.checkpoint_path)["model_state_dict"])
