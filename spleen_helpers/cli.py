@@ -253,7 +253,7 @@ def _add_run_course(sub: argparse._SubParsersAction) -> None:
                                    "kernel; write the executed notebooks, their HTML and a summary "
                                    "(time per notebook, validation Dice) to OUTPUT_DIR. All notebooks "
                                    "share one run directory (OUTPUT_DIR/run), so evaluation uses the "
-                                   "model that training wrote; rerunning resumes training there.")
+                                   "model that training wrote.")
     p.add_argument("--output-dir", type=Path, default=None,
                    help="where executed notebooks, HTML and summary go (default: runs/course)")
     p.add_argument("--data-dir", type=Path, default=None,
@@ -266,7 +266,7 @@ def _add_run_course(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", nargs="+", default=None, metavar="NN",
                    help="run only these notebooks (numbers like 03, or names)")
     p.add_argument("--fresh", action="store_true",
-                   help="empty the shared run directory first (train from scratch)")
+                   help="empty the shared run directory OUTPUT_DIR/run first")
     p.set_defaults(handler=_cmd_run_course)
 
 

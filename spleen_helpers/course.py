@@ -379,7 +379,7 @@ def run_course(output_dir: str | os.PathLike | None = None,
     ``output_dir`` defaults to ``<runs dir>/course``. ``data_dir`` (default: each notebook's
     own, the synthetic phantom) and ``parameters`` go to the notebooks that define them.
     ``notebooks`` selects a subset (``["03", "04"]``, stems or paths); ``fresh`` empties the
-    shared run directory first (otherwise training resumes from its checkpoint).
+    shared run directory first (otherwise what an earlier course run left there stays).
     ``progress`` receives one line per notebook started and finished.
 
     Raises ConfigError for an unknown parameter or bad option, CourseError when a notebook fails.
