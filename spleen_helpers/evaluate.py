@@ -272,7 +272,8 @@ class PredictionResult:
 # ------------------------------------------------------------------------------ metrics
 def _binary(mask: Any, what: str) -> np.ndarray:
     arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    while arr.ndim > 3 and arr.shape[0] == 1:  # drop batch / channel axes of size 1
+        arr = arr[0]
     if arr.ndim != 3:
         raise DataError(None, f"{what} must be a 3-D mask, got shape {tuple(arr.shape)}")
     return arr > 0

@@ -143,6 +143,10 @@ def test_metric_inputs_are_checked() -> None:
         case_metrics(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)), (1.0, 0.0, 1.0))
     with pytest.raises(DataError, match="3-D mask"):
         case_metrics(np.zeros((4, 4)), np.zeros((4, 4)), (1.0, 1.0, 1.0))
+    with pytest.raises(DataError, match=r"prediction must be a 3-D mask, got shape \(2, 4, 4, 1\)"):
+        case_metrics(np.zeros((1, 2, 4, 4, 1)), np.zeros((4, 4, 1)), (1.0, 1.0, 1.0))
+    batched = np.ones((1, 1, 4, 4, 1))                      # (batch, channel, x, y, z) is fine
+    assert case_metrics(batched, batched[0, 0], (1.0, 1.0, 1.0)).dice == 1.0
 
 
 # ----------------------------------------------------------------- original image space
@@ -197,8 +201,8 @@ def test_save_mask_refuses_a_name_that_is_not_nifti(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ files and reports
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny UNet saved the way training saves its best model."""
-    cfg = tiny_cfg()
+    """An untrained tiny UNet saved the way training saves its best model (2 validation cases)."""
+    cfg = tiny_cfg(val_count=2)
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / BEST_MODEL_NAME
     save_checkpoint({"model_state_dict": build_unet(cfg).state_dict(), "config": cfg.to_dict(),
@@ -211,7 +215,7 @@ def test_evaluate_cases_writes_masks_csv_and_summary(tiny_model: Path, synthetic
     lines: list[str] = []
     report = evaluate_cases(tiny_model, synthetic_dir, tmp_path / "eval", device="cpu", log=lines.append)
     names = [c.name for c in report.cases]
-    assert names == ["spleen_3", "spleen_4", "spleen_5", "spleen_6"]  # the validation split (val_count=4)
+    assert names == ["spleen_5", "spleen_6"]  # the validation split of the model's config (val_count=2)
     with open(report.csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["case"] for r in rows] == names
@@ -232,11 +236,11 @@ def test_evaluate_cases_writes_masks_csv_and_summary(tiny_model: Path, synthetic
     with open(report.summary_csv, newline="") as fh:
         assert [r["metric"] for r in csv.DictReader(fh)][:2] == ["dice", "iou"]
     table = report.table()
-    assert "mean ± sd (n=4)" in table and all(n in table for n in names)
+    assert "mean ± sd (n=2)" in table and all(n in table for n in names)
     assert "<table" in report.to_html() and "HD95 mm" in report._repr_html_()
     assert report.best("dice").metrics.dice == max(dices)
     assert report.worst("dice").metrics.dice == min(dices)
-    assert len(lines) == 5 and "spleen_3: Dice" in lines[1]
+    assert len(lines) == 3 and "spleen_5: Dice" in lines[1]
 
 
 def test_evaluate_named_cases_and_bad_selections(tiny_model: Path, synthetic_dir: Path, tmp_path: Path) -> None:
@@ -337,9 +341,9 @@ def test_cli_evaluate_prints_table_and_paths(tiny_model: Path, synthetic_dir: Pa
     assert cli.main(["evaluate", "--data-dir", str(synthetic_dir), "--model", str(tiny_model),
                      "--out", str(out), "--device", "cpu", "--keep-largest"]) == 0
     printed = capsys.readouterr().out
-    assert "mean ± sd (n=4)" in printed and "largest component kept" in printed
+    assert "mean ± sd (n=2)" in printed and "largest component kept" in printed
     assert str(out / "metrics.csv") in printed and str(out / MASKS_DIR) in printed
-    assert len(list((out / MASKS_DIR).glob("*.nii.gz"))) == 4
+    assert len(list((out / MASKS_DIR).glob("*.nii.gz"))) == 2
 
 
 @pytest.mark.parametrize("make_args, message", [
