@@ -115,6 +115,7 @@ class CourseSummary:
     best_val_dice: float | None = None
     best_epoch: int | None = None
     epochs: int | None = None
+    history_problem: str | None = None    # why the run's history.json could not be read
 
     @property
     def ok(self) -> bool:
@@ -145,7 +146,7 @@ class CourseSummary:
                          f"{self.best_val_dice:.4f} at epoch {self.best_epoch}, "
                          f"{self.epochs} epochs trained).")
         else:
-            lines.append("No training history in the run directory.")
+            lines.append(self.history_problem or "No training history in the run directory.")
         for r in self.notebooks:
             if r.error:
                 lines.append(f"\n**{r.notebook} failed:** {r.error}")
@@ -323,12 +324,17 @@ def _history_stamp(run_dir: Path) -> int | None:
         return None
 
 
-def _read_history(run_dir: Path):
+def _read_history(run_dir: Path, summary: CourseSummary):
+    """The run's training history when it has a validation, else None (a bad file is noted)."""
     from .history import TrainingHistory
 
     if not (run_dir / "history.json").is_file():
         return None
-    history = TrainingHistory.load(run_dir)
+    try:
+        history = TrainingHistory.load(run_dir)
+    except DataError as exc:
+        summary.history_problem = str(exc)
+        return None
     return history if history.val_dice else None
 
 
@@ -336,6 +342,17 @@ def _write_summary(summary: CourseSummary, out: Path) -> None:
     write_json_atomic(summary.to_dict(), out / "summary.json")
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(summary.to_markdown(), encoding="utf-8")
+
+
+def _check_kernel(kernel_name: str) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(kernel_name)
+    except NoSuchKernel:
+        raise ConfigError(None, f"no Jupyter kernel named {kernel_name!r}: run `make setup`, or "
+                                "`python -m ipykernel install --sys-prefix --name python3` in "
+                                "this environment") from None
 
 
 def _execute(nb_path: Path, executed: Path, params: dict[str, Any], cell_timeout: float,
@@ -414,6 +431,7 @@ def run_course(output_dir: str | os.PathLike | None = None,
     if RUN_DIR_PARAMETER in user_params:  # -p run_dir DIR: share that run directory instead
         run_dir = Path(str(user_params[RUN_DIR_PARAMETER])).expanduser().resolve()
         user_params[RUN_DIR_PARAMETER] = str(run_dir)
+    _check_kernel(kernel_name)
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -439,7 +457,7 @@ def run_course(output_dir: str | os.PathLike | None = None,
         _write_html(executed, html)
         result.html = str(html)
         if _history_stamp(run_dir) != stamp:
-            history = _read_history(run_dir)
+            history = _read_history(run_dir, summary)
             if history is not None:
                 result.val_dice, result.best_val_dice = history.val_dice[-1], history.best_metric
         result.status = "failed" if error else "ok"
@@ -450,7 +468,7 @@ def run_course(output_dir: str | os.PathLike | None = None,
             failure = CourseError(executed, error)
             break
     summary.total_seconds = round(time.perf_counter() - start, 2)
-    history = _read_history(run_dir)
+    history = _read_history(run_dir, summary)
     if history is not None:
         summary.final_val_dice = history.val_dice[-1]
         summary.best_val_dice, summary.best_epoch = history.best_metric, history.best_metric_epoch

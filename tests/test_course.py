@@ -182,3 +182,18 @@ def test_notebooks_are_found_through_the_package_and_selected(home: Path) -> Non
     assert select_notebooks(["01", "1"]) == [first]  # no notebook runs twice
     with pytest.raises(DataError, match="no course notebooks"):
         course_notebooks(home)
+
+
+def test_a_missing_kernel_is_a_config_error_before_anything_is_written(home: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no Jupyter kernel named 'no-such-kernel'"):
+        run_course(tmp_path / "out", notebooks=["01"], kernel_name="no-such-kernel")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreadable_history_is_noted_in_the_summary(tmp_path: Path, home: Path) -> None:
+    nb = make_notebook(tmp_path / "01_bad_history.ipynb", 'run_dir = ""',
+                       "from pathlib import Path\n(Path(run_dir) / 'history.json').write_text('{oops')")
+    summary = run_course(tmp_path / "out", notebooks=[nb], cell_timeout=60)
+    assert summary.ok and summary.final_val_dice is None
+    assert "history.json: is not a valid training history" in summary.history_problem
+    assert summary.history_problem in (tmp_path / "out" / "summary.md").read_text()
