@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +58,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+        text = str(exc)
+        if "Unsupported global" in text or "GLOBAL" in text:
             raise CheckpointError(path, "refused: it holds pickled Python objects that could run "
                                         "code when loaded (only tensors and plain data are "
                                         "accepted)") from None
-        raise CheckpointError(path, f"is not a readable checkpoint ({reason})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(path, f"is corrupt or truncated ({reason})") from None
+        raise CheckpointError(path, "is not a PyTorch checkpoint (unreadable pickle data)") from None
+    except Exception as exc:  # torch raises RuntimeError, KeyError, EOFError... for damaged files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(path, f"is corrupt, truncated or not a checkpoint "
+                                    f"({type(exc).__name__}: {reason[:120]})") from None
     if not isinstance(state, dict):
         raise CheckpointError(path, f"holds a {type(state).__name__}, expected a dict of tensors")
     return state

@@ -101,3 +101,12 @@ def test_rng_restore_refuses_a_different_pipeline():
     state = capture_rng_state(train_transforms(CourseConfig(augment=True)))
     with pytest.raises(CheckpointError, match="transform random states"):
         restore_rng_state(state, train_transforms(CourseConfig(augment=False)))
+
+
+@pytest.mark.parametrize("content", [b"hello", b"not a checkpoint at all", b"PK\x03\x04junk"])
+def test_arbitrary_bytes_are_not_called_unsafe(tmp_path, content):
+    path = tmp_path / "odd.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert "refused" not in str(err.value) and "\n" not in str(err.value)
