@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError
+from .figures import NotebookFigure
 from .fileio import atomic_path, write_json_atomic
 
 __all__ = ["TrainingHistory", "plot_learning_curves"]
@@ -101,10 +102,7 @@ def plot_learning_curves(history: TrainingHistory, path: str | os.PathLike | Non
 
     Returns the matplotlib figure.
     """
-    # A pyplot-free Figure: safe in training loops and headless runs; Jupyter still shows it.
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 4))
+    fig = NotebookFigure(figsize=(11, 4))
     ax_loss, ax_dice = fig.subplots(1, 2)
     ax_loss.plot(history.epochs, history.train_loss, color="tab:blue")
     ax_loss.set(title="Training loss (Dice loss)", xlabel="epoch", ylabel="loss")

@@ -40,6 +40,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .errors import DataError
+from .figures import NotebookFigure
 from .history import plot_learning_curves
 
 __all__ = ["SliceViewer", "slice_viewer", "plot_slices", "plot_learning_curves", "load_volume",
@@ -320,20 +321,6 @@ def slice_viewer(image: Any, label: Any = None, prediction: Any = None, axis: in
 
 
 # ------------------------------------------------------------------------------- static
-class _NotebookFigure(Figure):
-    """A pyplot-free Figure that shows itself as PNG in Jupyter.
-
-    A plain ``Figure`` that pyplot never saw is shown as its text repr unless matplotlib's
-    inline backend happens to be active already (it loads lazily, on the first pyplot
-    figure); ``_repr_png_`` makes the figure display the same way in every front end.
-    """
-
-    def _repr_png_(self) -> bytes:
-        buf = io.BytesIO()
-        self.savefig(buf, format="png", dpi=self.dpi, bbox_inches="tight")
-        return buf.getvalue()
-
-
 def plot_slices(image: Any, label: Any = None, prediction: Any = None,
                 slices: Sequence[int] | None = None, axis: int = 2,
                 window: tuple[float, float] | None = None, spacing: Sequence[float] | None = None,
@@ -371,7 +358,7 @@ def plot_slices(image: Any, label: Any = None, prediction: Any = None,
         raise DataError(None, f"slices {bad} are outside 0..{size - 1} along the {AXIS_NAMES[axis]} axis")
     vrange = _window(img.data, window)
     n_cols = sum(v is not None for v in vols.values())
-    fig = _NotebookFigure(figsize=(panel_size * n_cols, panel_size * len(slices)), dpi=80)
+    fig = NotebookFigure(figsize=(panel_size * n_cols, panel_size * len(slices)), dpi=80)
     grid = fig.subplots(len(slices), n_cols, squeeze=False)
     names = dict(zip(("image", "label", "prediction"), titles))
     for row, index in zip(grid, slices):
