@@ -130,7 +130,7 @@ class CourseSummary:
         lines = ["# Course run", "",
                  f"- outputs: `{self.output_dir}`",
                  f"- run directory: `{self.run_dir}`",
-                 f"- data: `{self.data_dir or 'the notebooks’ default (synthetic phantom)'}`",
+                 f"- data: {f'`{self.data_dir}`' if self.data_dir else 'each notebook’s default (the synthetic phantom)'}",
                  f"- parameters: {self.parameters or 'none'}",
                  f"- per-cell timeout: {self.cell_timeout_s:g} s", "",
                  "| notebook | status | time (s) | val Dice | HTML |",
