@@ -14,8 +14,8 @@ Notebook 02 uses these helpers to open up MONAI's pipeline:
   :func:`~spleen_helpers.transforms.train_transforms` and reads each patch's centre from
   MONAI's crop metadata; :func:`plot_patch_centres` and :func:`plot_patches` show them.
 
-Every plot returns a pyplot-free :class:`matplotlib.figure.Figure` (Jupyter shows it once the
-inline backend is on, e.g. after ``%matplotlib inline``; :func:`save_figure` writes it).
+Every plot returns a pyplot-free :class:`~spleen_helpers.figures.NotebookFigure` (a
+matplotlib ``Figure`` that Jupyter shows as PNG; :func:`save_figure` writes it to a file).
 Slices are drawn in array order (first array axis to the right, second upwards), so a flip
 by ``Orientationd`` is visible as a mirrored image; axis labels name the anatomical
 direction each array axis runs towards.
@@ -52,6 +52,7 @@ from monai.transforms import RandCropByPosNegLabeld
 
 from .config import CourseConfig
 from .errors import ConfigError, DataError
+from .figures import NotebookFigure
 from .fileio import atomic_path
 from .transforms import train_transforms
 
@@ -301,7 +302,7 @@ def plot_steps(summaries: Sequence[StepSummary]) -> Figure:
     """One row per step: the slice through the tracked point and the intensity histogram."""
     if not summaries:
         raise ConfigError(None, "no step summaries to plot")
-    fig = Figure(figsize=(10, 3.1 * len(summaries)))
+    fig = NotebookFigure(figsize=(10, 3.1 * len(summaries)))
     axes = fig.subplots(len(summaries), 2, squeeze=False,
                         gridspec_kw={"width_ratios": [1.0, 1.4]})
     for (ax_img, ax_hist), s in zip(axes, summaries):
@@ -318,7 +319,7 @@ def plot_steps(summaries: Sequence[StepSummary]) -> Figure:
 
 def plot_intensity_scaling(before: StepSummary, after: StepSummary, cfg: CourseConfig) -> Figure:
     """``ScaleIntensityRanged``: HU window ``[a_min, a_max]`` mapped to ``[b_min, b_max]`` (clipped)."""
-    fig = Figure(figsize=(11, 7))
+    fig = NotebookFigure(figsize=(11, 7))
     (ax0, ax1), (ax2, ax3) = fig.subplots(2, 2)
     _draw_slice(ax0, before, title=f"before: HU {before.value_min:g} .. {before.value_max:g}")
     _draw_slice(ax1, after, title=f"after: {after.value_min:g} .. {after.value_max:g}")
@@ -340,7 +341,7 @@ def plot_crop_foreground(before: StepSummary, after: StepSummary) -> Figure:
     if after.crop_box is None:
         raise ConfigError(None, f"step {after.index} ({after.name}) did not record a foreground box "
                                 "(foreground_start_coord); pass the CropForegroundd step's summary")
-    fig = Figure(figsize=(11, 4.6))
+    fig = NotebookFigure(figsize=(11, 4.6))
     ax0, ax1 = fig.subplots(1, 2)
     start, end = after.crop_box
     a, b = before.plane_axes
@@ -369,7 +370,7 @@ def plot_check_transforms(image: Any, label: Any, slice_index: int | None = None
         slice_index = int(per_slice.argmax()) if per_slice.any() else img.shape[2] // 2
     if not 0 <= slice_index < img.shape[2]:
         raise ConfigError(None, f"slice_index {slice_index} is outside 0..{img.shape[2] - 1}")
-    fig = Figure(figsize=(11, 5))
+    fig = NotebookFigure(figsize=(11, 5))
     ax0, ax1 = fig.subplots(1, 2)
     ax0.imshow(img[:, :, slice_index].T, cmap="gray", origin="lower")
     ax0.set_title(f"image {tuple(img.shape)}, slice {slice_index}")
@@ -456,7 +457,7 @@ def plot_patch_centres(data: Mapping[str, Any], patches: Sequence[Patch], *,
     spacing = np.ones(3) if aff is None else np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
     ci, cj, ck = (int(round(c)) for c in spleen_centre_mm(lab))
     allowed = centre_range(img.shape, patches[0].image.shape)
-    fig = Figure(figsize=(12, 5.4))
+    fig = NotebookFigure(figsize=(12, 5.4))
     axes = fig.subplots(1, 2)
     views = [("axial", 2, ck, (0, 1)), ("coronal", 1, cj, (0, 2))]
     for ax, (title, axis, index, (a, b)) in zip(axes, views):
@@ -497,7 +498,7 @@ def plot_patches(patches: Sequence[Patch], columns: int = 4) -> Figure:
         raise ConfigError(None, "no patches to plot")
     columns = max(1, min(columns, len(patches)))
     rows = -(-len(patches) // columns)
-    fig = Figure(figsize=(3.0 * columns, 3.5 * rows))
+    fig = NotebookFigure(figsize=(3.0 * columns, 3.5 * rows))
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, p in zip(axes, patches):
         k = p.image.shape[2] // 2

@@ -156,6 +156,7 @@ def test_plot_steps_draws_a_slice_and_histogram_per_step(summaries) -> None:
     assert isinstance(fig, Figure)
     assert len(fig.axes) == 2 * len(summaries)
     assert fig.axes[0].images and fig.axes[1].patches
+    assert fig._repr_png_()[:4] == b"\x89PNG"            # Jupyter shows it without pyplot
     with pytest.raises(ConfigError):
         plot_steps([])
 
