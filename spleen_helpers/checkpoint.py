@@ -110,7 +110,7 @@ def _np_state_to_plain(state: tuple) -> list:
 
 def _np_state_from_plain(plain: list) -> tuple:
     kind, keys, pos, has_gauss, cached = plain
-    return (kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
+    return (kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached)
 
 
 def capture_rng_state(transforms: Any = None) -> dict[str, Any]:

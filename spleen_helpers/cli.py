@@ -288,13 +288,57 @@ def _cmd_run_course(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------ bench
+BenchEntry = tuple[Callable[[argparse.ArgumentParser], None], Callable[..., Path]]
+
+
+def _benchmarks_entry() -> BenchEntry | None:
+    """``(add_arguments, run_benchmarks)`` of the checkout's ``benchmarks`` package, or None.
+
+    The benchmarks measure the notebooks, so they live beside them in the repository, not in
+    the installed package; the checkout is appended to ``sys.path`` (never shadowing anything).
+    """
+    import importlib
+
+    from .config import PACKAGE_DIR
+
+    root = PACKAGE_DIR.parent
+    if not (root / "benchmarks" / "runner.py").is_file():
+        return None
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
+    runner = importlib.import_module("benchmarks.runner")
+    return runner.add_arguments, runner.run_benchmarks
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="measure the course's performance and append to BENCHMARKS.md")
-    p.set_defaults(handler=_not_yet)
+    p = sub.add_parser("bench", help="measure the course's performance and append to BENCHMARKS.md",
+                       description="Measure on this machine: the course's wall time under nbmake, "
+                                   "training-loop efficiency per data loader, inference time of the "
+                                   "bundle's vs the course's settings, peak memory, and (with CUDA) "
+                                   "the GPU fast-training recipe. Rows go into BENCHMARKS.md with the "
+                                   "machine, CPU count, versions, command and date.")
+    entry = _benchmarks_entry()
+    if entry is not None:
+        entry[0](p)
+    p.set_defaults(handler=_cmd_bench)
 
 
-def _not_yet(args: argparse.Namespace) -> int:  # pragma: no cover - removed as commands land
-    raise ConfigError(None, f"'{args.command}' is not available yet")
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .config import PACKAGE_DIR
+
+    entry = _benchmarks_entry()
+    if entry is None:
+        raise ConfigError(PACKAGE_DIR.parent, "has no benchmarks/ folder: the benchmarks run from a "
+                                              "checkout of the course repository")
+    # the command as typed, rebuilt from the parsed options (main() may get argv from a caller)
+    command = ["spleen-course", "bench"] + (["--quick"] if args.quick else []) \
+        + (["--only", *args.only] if args.only else []) \
+        + (["--output", str(args.output)] if args.output else []) \
+        + (["--model", str(args.model)] if args.model else []) + (["--keep"] if args.keep else [])
+    entry[1](args.only, args.quick, args.output, args.model, args.keep, command=shlex.join(command))
+    return 0
 
 
 # ----------------------------------------------------------------------------------- main

@@ -121,6 +121,7 @@ class CourseConfig:
     num_res_units: int = 2
     norm: str = "batch"
     learning_rate: float = 1e-4
+    loss: str = "dice"              # "dice" (tutorial) or "dicece" (Dice + cross-entropy, MONAI's bundle)
     # --- training ---------------------------------------------------------------------
     max_epochs: int = 600
     val_interval: int = 2
@@ -230,6 +231,8 @@ class CourseConfig:
             bad(f"overlap must be within [0, 1), got {self.overlap}")
         if self.loader not in {"standard", "thread"}:
             bad(f"loader must be 'standard' or 'thread', got {self.loader!r}")
+        if self.loss not in {"dice", "dicece"}:
+            bad(f"loss must be 'dice' or 'dicece', got {self.loss!r}")
         if self.blend_mode not in {"constant", "gaussian"}:
             bad(f"blend_mode must be 'constant' or 'gaussian', got {self.blend_mode!r}")
         if not (self.device in {"auto", "cpu", "cuda"} or self.device.startswith("cuda:")):

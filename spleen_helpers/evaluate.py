@@ -469,7 +469,7 @@ def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output
     Bad input (missing or unsafe model, a file that is no image) raises a one-line
     :class:`~spleen_helpers.errors.CourseError`.
 
-    >>> r = predict_file("runs/course/best_metric_model.pth", "ct.nii.gz", "mask.nii.gz")  # doctest: +SKIP
+    >>> r = predict_file("runs/unet/best_metric_model.pth", "ct.nii.gz", "mask.nii.gz")  # doctest: +SKIP
     >>> print(f"{r.spleen_ml:.1f} mL")                                               # doctest: +SKIP
     """
     t0 = time.perf_counter()
@@ -553,8 +553,8 @@ def evaluate_cases(model_path: str | os.PathLike, data_dir: str | os.PathLike, o
     ``{"image", "label"}`` dicts. Every case is checked with
     :func:`~spleen_helpers.data.validate_case` first. Masks go to ``out_dir/masks/<case>.nii.gz``.
 
-    >>> report = evaluate_cases("runs/course/best_metric_model.pth", "data/synthetic",  # doctest: +SKIP
-    ...                         "runs/course/eval")
+    >>> report = evaluate_cases("runs/unet/best_metric_model.pth", "data/synthetic",  # doctest: +SKIP
+    ...                         "runs/unet/eval")
     >>> print(report.table())                                                      # doctest: +SKIP
     """
     t0 = time.perf_counter()
@@ -616,7 +616,7 @@ def find_or_train_model(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
     existing best model in ``fallback_dir`` is reused. When ``max_epochs`` is shorter than
     the validation interval, the interval is shortened to it so that a best model is saved.
 
-    >>> find_or_train_model("runs/course", "data/synthetic", "runs/04/fallback", 2)  # doctest: +SKIP
+    >>> find_or_train_model("runs/unet", "data/synthetic", "runs/04/fallback", 2)  # doctest: +SKIP
     """
     best = Path(run_dir) / BEST_MODEL_NAME
     if best.is_file():

@@ -105,7 +105,7 @@ def plot_learning_curves(history: TrainingHistory, path: str | os.PathLike | Non
     fig = NotebookFigure(figsize=(11, 4))
     ax_loss, ax_dice = fig.subplots(1, 2)
     ax_loss.plot(history.epochs, history.train_loss, color="tab:blue")
-    ax_loss.set(title="Training loss (Dice loss)", xlabel="epoch", ylabel="loss")
+    ax_loss.set(title="Training loss", xlabel="epoch", ylabel="loss")
     ax_dice.plot(history.val_epochs, history.val_dice, marker="o", color="tab:green")
     ax_dice.set(title="Validation mean Dice", xlabel="epoch", ylabel="Dice", ylim=(0, 1))
     if history.best_metric_epoch in history.val_epochs:

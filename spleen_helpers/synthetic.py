@@ -34,7 +34,12 @@ from .config import SYNTHETIC_DATASET_NAME
 from .errors import DataError
 from .fileio import atomic_path, write_json_atomic
 
-__all__ = ["PhantomSpec", "generate_case", "write_synthetic_dataset", "ensure_synthetic_dataset"]
+__all__ = ["PhantomSpec", "generate_case", "write_synthetic_dataset", "ensure_synthetic_dataset",
+           "GENERATOR_VERSION"]
+
+# Bumped whenever the phantom's anatomy or intensities change, so that data sets written by an
+# older version are regenerated rather than silently reused.
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -110,9 +115,9 @@ def generate_case(seed: int, spec: PhantomSpec | None = None) -> tuple[np.ndarra
     for side in (-1, 1):
         kid = _ellipsoid(x, y, z, (side * 0.42 * half_w, -0.5 * half_d, rng.uniform(-30, -10)),
                          (15, 22, 40)) < 1
-        hu[kid & viscera] = 150.0
+        hu[kid & viscera] = 190.0  # enhancing renal cortex
     aorta = ((x + 0.1 * half_w) ** 2 + (y + 0.3 * half_d) ** 2) < 10.0 ** 2
-    hu[aorta & viscera] = 180.0
+    hu[aorta & viscera] = 220.0
     # Spine: cortical ring over a marrow core, posterior midline, with the spinal canal.
     vert = (x ** 2 + (y + 0.62 * half_d) ** 2)
     hu[vert < 17.0 ** 2] = 700.0
@@ -198,7 +203,7 @@ def write_synthetic_dataset(out_dir: str | os.PathLike, num_cases: int = 12,
         "numTest": 0,
         "training": training,
         "test": [],
-        "synthetic": {"seed": seed, "shape_xyz": list(spec.shape), "spacing_xyz": list(spec.spacing),
+        "synthetic": {"generator_version": GENERATOR_VERSION, "seed": seed, "shape_xyz": list(spec.shape), "spacing_xyz": list(spec.spacing),
                       "noise_hu": spec.noise_hu, "dicom": dicom},
     }
     write_json_atomic(meta, out / "dataset.json")
@@ -222,7 +227,8 @@ def ensure_synthetic_dataset(out_dir: str | os.PathLike | None = None, num_cases
         try:
             meta = json.loads(meta_path.read_text())
             params = meta.get("synthetic", {})
-            same = (meta.get("numTraining") == num_cases and params.get("seed") == seed
+            same = (params.get("generator_version") == GENERATOR_VERSION
+                    and meta.get("numTraining") == num_cases and params.get("seed") == seed
                     and params.get("shape_xyz") == list(spec.shape)
                     and params.get("spacing_xyz") == list(spec.spacing)
                     and (params.get("dicom") or not dicom)

@@ -190,7 +190,7 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
     optimizer = build_optimizer(model, cfg)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    loss_fn = build_loss()
+    loss_fn = build_loss(cfg)
     history = TrainingHistory()
     start_epoch = 1
     if state is not None:

@@ -26,3 +26,27 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from spleen_helpers.synthetic import write_synthetic_dataset
 
     return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), num_cases=6, seed=0)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep test runs away from a student's own data and runs, and keep notebooks short.
+
+    Notebooks executed by nbmake inherit this environment: they write under a throw-away
+    course home (not the checkout's ``runs/``, where ``make course`` keeps its model) and
+    run in their quick mode unless the caller set ``SPLEEN_QUICK`` explicitly.
+    """
+    if "SPLEEN_COURSE_HOME" not in os.environ:
+        import tempfile
+
+        home = tempfile.mkdtemp(prefix="spleen-course-tests-")
+        os.environ["SPLEEN_COURSE_HOME"] = config._spleen_test_home = home  # type: ignore[attr-defined]
+    os.environ.setdefault("SPLEEN_QUICK", "1")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = getattr(config, "_spleen_test_home", None)
+    if home:
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
+        os.environ.pop("SPLEEN_COURSE_HOME", None)

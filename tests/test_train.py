@@ -175,8 +175,8 @@ KILLER = textwrap.dedent("""
     else:
         import spleen_helpers.train as tr
         real_loss, steps = tr.build_loss, []
-        def dying_loss():
-            fn = real_loss()
+        def dying_loss(cfg=None):
+            fn = real_loss(cfg)
             def wrapped(pred, target):
                 steps.append(1)
                 if len(steps) == 2 * 1 + 2 + 1:  # third epoch, first step (2 steps per epoch)
