@@ -1,0 +1,29 @@
+"""Benchmarks of the course, measured on the current machine and recorded in ``BENCHMARKS.md``.
+
+One entry point, ``spleen-course bench`` or ``python -m benchmarks`` (see
+:mod:`benchmarks.runner`), runs them in order:
+
+1. :mod:`benchmarks.course`: wall time of every notebook under nbmake, and the total;
+2. :mod:`benchmarks.efficiency`: training-loop samples/s over bare model-step samples/s, per loader;
+3. :mod:`benchmarks.inference`: bundle vs course inference settings on a CT-sized volume;
+4. :mod:`benchmarks.memory`: peak RSS of training and inference, each in a fresh process;
+5. :mod:`benchmarks.gpu_recipe`: AMP vs fp32 with MONAI's fast-training recipe (CUDA only).
+
+``--quick`` is the seconds-long smoke that CI runs (tiny sizes, written to a scratch file
+unless ``--output`` is given). Benchmarks are measurements, not timed tests: no figure is
+asserted anywhere, the targets are reported as met or not met.
+
+Example:
+    $ python -m benchmarks --only efficiency inference
+    $ spleen-course bench --quick --output /tmp/bench.md
+"""
+
+from __future__ import annotations
+
+from . import course, efficiency, gpu_recipe, inference, memory
+
+__all__ = ["MODULES", "NAMES", "course", "efficiency", "gpu_recipe", "inference", "memory"]
+
+#: The benchmarks in the order they run (the course first: the others reuse its data and model).
+MODULES = [course, efficiency, inference, memory, gpu_recipe]
+NAMES = [m.NAME for m in MODULES]
