@@ -20,10 +20,24 @@ Example:
 
 from __future__ import annotations
 
-from . import course, efficiency, gpu_recipe, inference, memory
+from types import ModuleType
+from typing import Any
 
-__all__ = ["MODULES", "NAMES", "course", "efficiency", "gpu_recipe", "inference", "memory"]
+__all__ = ["MODULES", "NAMES"]
 
 #: The benchmarks in the order they run (the course first: the others reuse its data and model).
-MODULES = [course, efficiency, inference, memory, gpu_recipe]
-NAMES = [m.NAME for m in MODULES]
+NAMES = ["course", "efficiency", "inference", "memory", "gpu"]
+
+
+def __getattr__(name: str) -> Any:
+    """``MODULES`` (the benchmark modules, in ``NAMES`` order), imported on first use.
+
+    Lazily, so that ``python -m benchmarks.gpu_recipe`` does not import its own module twice.
+    """
+    if name == "MODULES":
+        from . import course, efficiency, gpu_recipe, inference, memory
+
+        modules: list[ModuleType] = [course, efficiency, inference, memory, gpu_recipe]
+        assert [m.NAME for m in modules] == NAMES
+        return modules
+    raise AttributeError(f"module 'benchmarks' has no attribute {name!r}")

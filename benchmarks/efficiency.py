@@ -158,7 +158,7 @@ def run(ctx: Context) -> Result:
     # the batches the bare step replays (already on the device).
     set_determinism(seed=cfg.seed)
     t0 = time.perf_counter()
-    default_loader, _, _ = build_loaders(train_files, val_files[:1], cfg)
+    default_loader, _, _ = build_loaders(train_files, val_files[:1], cfg)  # setup: + one val volume
     built: list[dict[str, Any]] = [dict(label=f"course default: {default.label}", spec=default,
                                         loader=default_loader, setup=time.perf_counter() - t0)]
     prebuilt = [{"image": b["image"].to(device), "label": b["label"].to(device)} for b in default_loader]

@@ -173,6 +173,8 @@ def _data(ctx: Context, profile: str, cases: int | None) -> tuple[Any, Path]:
         data = ensure_synthetic_dataset(ctx.work_dir / "gpu-data-real", num_cases=cases or 16, spec=spec)
     else:
         cfg = CourseConfig.synthetic()
+        if cases:
+            cfg = cfg.replace(val_count=max(1, cases // 4))
         data = ensure_synthetic_dataset(ctx.work_dir / "gpu-data", num_cases=cases or 12)
     return cfg, data
 
@@ -206,7 +208,7 @@ def measure(ctx: Context, device_name: str = "cuda", profile: str = "synthetic",
             "best Dice": f"{r['best_dice']:.4f} (epoch {r['best_epoch']})", "peak GPU MiB": fmt(r["peak_gpu_mb"], 0),
             "epochs": r["epochs"]})
     speed = rows["fp32"]["epoch_s"] / rows["amp"]["epoch_s"]
-    result.notes.append(f"AMP epoch time is {1 / speed:.2f}x fp32's ({speed:.2f}x faster); "
+    result.notes.append(f"AMP takes {1 / speed:.2f}x fp32's time per epoch; "
                         f"{len(train_files)} train / {len(val_files)} val cases, batch {cfg.batch_size}x"
                         f"{cfg.num_samples} patches {'x'.join(map(str, cfg.patch_size))}, validation every "
                         f"{cfg.val_interval} epoch(s), roi {'x'.join(map(str, cfg.roi_size))}")

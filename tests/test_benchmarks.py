@@ -124,7 +124,7 @@ def test_template_lists_every_benchmark_once() -> None:
     text = template(MODULES)
     for name in NAMES:
         assert text.count(f"<!-- bench:{name}:begin -->") == 1
-    assert [m.NAME for m in MODULES] == ["course", "efficiency", "inference", "memory", "gpu"]
+    assert [m.NAME for m in MODULES] == NAMES == ["course", "efficiency", "inference", "memory", "gpu"]
 
 
 def test_committed_benchmarks_md_has_every_section() -> None:
