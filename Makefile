@@ -8,7 +8,7 @@ BIN         := $(VENV)/bin
 TORCH_SPEC  ?= torch==2.13.0
 STAMP       := $(VENV)/.installed
 
-.PHONY: setup course test test-unit test-notebooks browser-deps readme-screenshot bench clean
+.PHONY: setup course test browser-deps readme-screenshot bench clean
 
 setup: $(STAMP)
 

@@ -97,10 +97,11 @@ def _build(spec: LoaderSpec, files: list[dict], cfg: Any) -> Any:
 
 
 def _make_step(cfg: Any) -> tuple[Callable[[dict], float], Any]:
-    """The model step of :func:`spleen_helpers.train.train`, statement for statement."""
+    """The model step of :func:`spleen_helpers.train.train` (the same function it calls)."""
     import torch
 
     from spleen_helpers.model import build_loss, build_optimizer, build_unet, resolve_device
+    from spleen_helpers.train import make_train_step
 
     device = resolve_device(cfg.device)
     model = build_unet(cfg).to(device)
@@ -110,18 +111,7 @@ def _make_step(cfg: Any) -> tuple[Callable[[dict], float], Any]:
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     loss_fn = build_loss(cfg)
 
-    # Hand-copied from train()'s epoch loop, which has no step function to call: the
-    # benchmark must time the same statements the course runs, and nothing else.
-    def step(batch: dict) -> float:
-        inputs, labels = batch["image"].to(device), batch["label"].to(device)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.type, enabled=use_amp):
-            loss = loss_fn(model(inputs), labels)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return loss.item()
-
+    step = make_train_step(model, optimizer, loss_fn, scaler, device, use_amp)
     return step, device
 
 

@@ -93,6 +93,7 @@ def train_one(cfg: Any, train_files: list[dict], val_files: list[dict], device: 
     from monai.utils import set_determinism
 
     from spleen_helpers.model import build_dice_metric, build_loss, build_optimizer, build_unet, infer_logits
+    from spleen_helpers.train import make_train_step
 
     set_determinism(seed=cfg.seed)
     train_tf, val_tf = recipe_transforms(cfg, device)
@@ -105,10 +106,11 @@ def train_one(cfg: Any, train_files: list[dict], val_files: list[dict], device: 
 
     model = build_unet(cfg).to(device)
     optimizer = build_optimizer(model, cfg)
-    loss_fn = build_loss()
+    loss_fn = build_loss(cfg)
     cuda = device.type == "cuda"
     dtype = torch.float16 if cuda else torch.bfloat16  # bfloat16: the CPU's autocast type
     scaler = torch.amp.GradScaler(device.type, enabled=amp and cuda)
+    step = make_train_step(model, optimizer, loss_fn, scaler, device, use_amp=amp and cuda)
     infer_cfg = cfg.replace(amp=amp)
     metric = build_dice_metric()
     post_pred, post_label = AsDiscrete(argmax=True, to_onehot=2), AsDiscrete(to_onehot=2)
@@ -123,12 +125,7 @@ def train_one(cfg: Any, train_files: list[dict], val_files: list[dict], device: 
         e0 = time.perf_counter()
         model.train()
         for batch in train_loader:
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, dtype=dtype, enabled=amp):
-                loss = loss_fn(model(batch["image"]), batch["label"])
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            step(batch)
         _sync(device)
         train_s = time.perf_counter() - e0
         epoch_s.append(train_s)
