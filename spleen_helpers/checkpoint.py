@@ -59,7 +59,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        if "Unsupported global" in text or "GLOBAL" in text:
+        with open(path, "rb") as fh:
+            is_pickle = fh.read(1) == b"\x80"  # the PROTO opcode that opens every modern pickle
+        if "Unsupported global" in text or "GLOBAL" in text or is_pickle:
             raise CheckpointError(path, "refused: it holds pickled Python objects that could run "
                                         "code when loaded (only tensors and plain data are "
                                         "accepted)") from None
