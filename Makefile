@@ -49,7 +49,7 @@ README_NB   := 04_evaluation_and_viewers
 readme-screenshot: setup browser-deps
 	@test -f notebooks/$(README_NB).ipynb || { echo "notebooks/$(README_NB).ipynb does not exist yet"; exit 1; }
 	@rm -f docs/img/$(README_NB)_viewer.png docs/img/$(README_NB)_slice_before.png docs/img/$(README_NB)_slice_after.png
-	SPLEEN_SCREENSHOT_DIR=docs/img $(BIN)/python -m pytest -p no:cacheprovider \
+	SPLEEN_QUICK=0 SPLEEN_SCREENSHOT_DIR=docs/img $(BIN)/python -m pytest -p no:cacheprovider \
 	  "tests/test_browser.py::test_slice_viewer_renders_and_follows_the_slider[$(README_NB)]"
 	@test -f docs/img/$(README_NB)_viewer.png || { echo "no screenshot written (was the browser test skipped?)"; exit 1; }
 	@ls -l docs/img/$(README_NB)_*.png

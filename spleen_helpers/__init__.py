@@ -1,9 +1,10 @@
 """spleen_helpers: the tested helper package behind the spleen-course notebooks.
 
 Modules, in the direction data flows (each imports only modules listed before it):
-``errors``/``fileio``/``config`` → ``data``/``dicom``/``synthetic`` → ``transforms`` →
-``model`` → ``checkpoint``/``train`` → ``evaluate`` → ``viz``; ``cli`` and ``course`` (the
-papermill runner) sit on top.
+``errors``/``fileio``/``config``/``figures`` → ``data``/``dicom``/``synthetic`` →
+``transforms`` (``inspect_transforms``) → ``model`` (``inspect_model``) →
+``checkpoint``/``history``/``train`` → ``evaluate`` → ``viz``; ``cli`` and ``course`` (the
+papermill runner) sit on top, and ``notebook_setup`` defines the notebooks' opening cells.
 """
 
 __version__ = "0.1.0"

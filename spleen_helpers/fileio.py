@@ -44,10 +44,18 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _default_file_mode() -> int:
+    """``0o666`` less the process umask: the mode ``open()`` would have given the file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_json_atomic(obj: Any, final: str | os.PathLike) -> Path:

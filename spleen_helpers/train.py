@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from .checkpoint import FORMAT_VERSION, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import CourseConfig, config_for
 from .data import load_datalist, split_datalist, validate_dataset
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, CourseError
 from .fileio import write_json_atomic
 from .history import TrainingHistory, plot_learning_curves
 from .model import build_dice_metric, build_loss, build_optimizer, build_unet, infer_logits, resolve_device
@@ -141,7 +141,10 @@ def load_model(path: str | os.PathLike, cfg: CourseConfig | None = None,
     device = torch.device(device) if isinstance(device, str) else device
     state = load_checkpoint(path, map_location=device)
     if "model_state_dict" in state:
-        saved_cfg = CourseConfig.from_dict(state["config"]) if "config" in state else None
+        try:
+            saved_cfg = CourseConfig.from_dict(state["config"]) if "config" in state else None
+        except (CourseError, TypeError, ValueError) as exc:
+            raise CheckpointError(path, f"holds an unusable configuration ({exc})") from None
         weights = state["model_state_dict"]
     else:
         saved_cfg, weights = None, state
@@ -154,8 +157,8 @@ def load_model(path: str | os.PathLike, cfg: CourseConfig | None = None,
     model = build_unet(cfg)
     try:
         model.load_state_dict(weights)
-    except (RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0]
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(path, f"does not fit the configured UNet ({first})") from None
     return model.to(device).eval(), cfg
 

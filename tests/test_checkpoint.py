@@ -110,3 +110,24 @@ def test_arbitrary_bytes_are_not_called_unsafe(tmp_path, content):
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
     assert "refused" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_no_unsafe_loading_anywhere_in_the_package():
+    """Every file the course reads back is a safe checkpoint, JSON, CSV or NIfTI: no code path
+    unpickles with the full pickle machinery, and no on-disk cache (PersistentDataset) exists
+    whose location a user did not choose."""
+    import re
+    from pathlib import Path
+
+    import spleen_helpers
+
+    offenders = []
+    for source in Path(spleen_helpers.__file__).parent.glob("*.py"):
+        text = source.read_text()
+        for line_no, line in enumerate(text.splitlines(), 1):
+            code = line.split("#")[0]
+            if re.search(r"torch\.load\(", code) and "weights_only=True" not in code:
+                offenders.append(f"{source.name}:{line_no}: {line.strip()}")
+            if re.search(r"pickle\.loads?\(|allow_pickle\s*=\s*True|PersistentDataset|LMDBDataset", code):
+                offenders.append(f"{source.name}:{line_no}: {line.strip()}")
+    assert not offenders, offenders

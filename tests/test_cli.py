@@ -121,3 +121,20 @@ def test_console_script_runs(tmp_path: Path) -> None:
     done = subprocess.run([exe, "synth", "--out", str(tmp_path / "s"), "--cases", "0"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "positive integer" in done.stderr
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--out", "RUN", "--roi-size", "1024", "1024", "1024"], "larger than allowed"),
+    (["train", "--out", "RUN", "--patch-size", "90", "90", "90"], "divisible by 16"),
+    (["train", "--out", "RUN", "--cache-rate", "1.5"], "cache_rate"),
+])
+def test_train_refuses_out_of_range_settings(argv: list[str], expected: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from spleen_helpers.synthetic import PhantomSpec, write_synthetic_dataset
+
+    data = write_synthetic_dataset(tmp_path / "d", num_cases=3, spec=PhantomSpec(shape=(24, 24, 8)))
+    argv = [a.replace("RUN", str(tmp_path / "run")) for a in argv] + ["--data-dir", str(data)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

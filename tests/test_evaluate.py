@@ -366,3 +366,19 @@ def test_cli_bad_input_is_one_line_and_exit_2(make_args, message, tiny_model: Pa
     assert cli.main(make_args(tmp_path, tiny_model)) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_failed_mask_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
+    """A write that fails half-way leaves neither the final name nor a temporary behind."""
+    import nibabel
+
+    out = tmp_path / "mask.nii.gz"
+
+    def broken_save(img, filename):
+        Path(filename).write_bytes(b"\x1f\x8b partial gzip")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(nibabel, "save", broken_save)
+    with pytest.raises(OSError, match="No space"):
+        save_mask(np.ones((4, 4, 4), np.uint8), np.eye(4), out)
+    assert list(tmp_path.iterdir()) == []

@@ -76,3 +76,17 @@ def test_write_json_atomic_keeps_the_old_file_when_the_object_cannot_be_written(
     with pytest.raises(ValueError):
         write_json_atomic(circular, final)
     assert json.loads(final.read_text()) == {"ok": True} and leftovers(tmp_path) == []
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from spleen_helpers.fileio import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        path = write_json_atomic({"a": 1}, tmp_path / "x.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
