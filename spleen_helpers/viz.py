@@ -183,6 +183,9 @@ def _draw_row(axes: Sequence[Any], planes: dict[str, np.ndarray | None], titles:
             else:
                 ax.imshow(plane.T, cmap="gray", vmin=0, vmax=1, origin="lower", aspect=aspect,
                           interpolation="nearest")
+        # Radiological convention, as CT is read: the patient's right (RAS +x) on the image's
+        # left in axial and coronal views, anterior on the left in sagittal ones.
+        ax.invert_xaxis()
         ax.set_title(titles[kind], fontsize=10)
         ax.set_axis_off()
 
