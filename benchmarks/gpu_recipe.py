@@ -9,7 +9,7 @@ Dice threshold (training and validation time, cache excluded) and the epoch it h
 best Dice, peak GPU memory.
 
 Without CUDA it prints ``skipped: no CUDA`` and exits 0: it never runs in CI.
-``--device cpu`` runs the same code on the CPU (AMP as bfloat16 autocast) to check the script
+``--device cpu`` runs the same code on the CPU (AMP only acts on CUDA) to check the script
 itself; those figures are not the recipe's and are never written to a file.
 
 Usage::
@@ -88,12 +88,11 @@ def train_one(cfg: Any, train_files: list[dict], val_files: list[dict], device: 
               threshold: float, log: Any = print) -> dict[str, Any]:
     """Train with the recipe for ``cfg.max_epochs`` epochs (validation every ``val_interval``)."""
     import torch
-    from monai.data import CacheDataset, ThreadDataLoader, decollate_batch
-    from monai.transforms import AsDiscrete
+    from monai.data import CacheDataset, ThreadDataLoader
     from monai.utils import set_determinism
 
-    from spleen_helpers.model import build_dice_metric, build_loss, build_optimizer, build_unet, infer_logits
-    from spleen_helpers.train import make_train_step
+    from spleen_helpers.model import build_loss, build_optimizer, build_unet
+    from spleen_helpers.train import make_train_step, validate_dice
 
     set_determinism(seed=cfg.seed)
     train_tf, val_tf = recipe_transforms(cfg, device)
@@ -108,12 +107,9 @@ def train_one(cfg: Any, train_files: list[dict], val_files: list[dict], device: 
     optimizer = build_optimizer(model, cfg)
     loss_fn = build_loss(cfg)
     cuda = device.type == "cuda"
-    dtype = torch.float16 if cuda else torch.bfloat16  # bfloat16: the CPU's autocast type
     scaler = torch.amp.GradScaler(device.type, enabled=amp and cuda)
     step = make_train_step(model, optimizer, loss_fn, scaler, device, use_amp=amp and cuda)
     infer_cfg = cfg.replace(amp=amp)
-    metric = build_dice_metric()
-    post_pred, post_label = AsDiscrete(argmax=True, to_onehot=2), AsDiscrete(to_onehot=2)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -132,15 +128,7 @@ def train_one(cfg: Any, train_files: list[dict], val_files: list[dict], device: 
         elapsed += train_s
         if epoch % cfg.val_interval == 0:
             v0 = time.perf_counter()
-            model.eval()
-            with torch.no_grad(), torch.autocast(device_type=device.type, dtype=dtype, enabled=amp):
-                for batch in val_loader:
-                    logits = infer_logits(model, batch["image"], infer_cfg, device)
-                    preds = [post_pred(p) for p in decollate_batch(logits.float())]
-                    labels = [post_label(lab) for lab in decollate_batch(batch["label"])]
-                    metric(y_pred=preds, y=labels)
-            dice = float(metric.aggregate().item())
-            metric.reset()
+            dice = validate_dice(model, val_loader, infer_cfg, device)
             _sync(device)
             elapsed += time.perf_counter() - v0
             if dice > best:

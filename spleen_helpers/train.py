@@ -44,7 +44,7 @@ from .history import TrainingHistory, plot_learning_curves
 from .model import build_dice_metric, build_loss, build_optimizer, build_unet, infer_logits, resolve_device
 from .transforms import train_transforms, val_transforms
 
-__all__ = ["TrainResult", "train", "build_loaders", "load_model", "make_train_step", "CHECKPOINT_NAME", "BEST_MODEL_NAME"]
+__all__ = ["TrainResult", "train", "build_loaders", "load_model", "make_train_step", "validate_dice", "CHECKPOINT_NAME", "BEST_MODEL_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_MODEL_NAME = "best_metric_model.pth"
@@ -163,18 +163,22 @@ def load_model(path: str | os.PathLike, cfg: CourseConfig | None = None,
     return model.to(device).eval(), cfg
 
 
-def _validate(model: torch.nn.Module, loader: Any, cfg: CourseConfig, device: torch.device) -> float:
-    """Mean Dice over the validation volumes (sliding window, argmax, spleen channel)."""
+def validate_dice(model: torch.nn.Module, loader: Any, cfg: CourseConfig, device: torch.device) -> float:
+    """Mean Dice over the validation volumes (sliding window, argmax, spleen channel).
+
+    Post-processing runs where the labels are (CPU for the course's loaders, the GPU when the
+    data are cached there), so nothing is copied back and forth.
+    """
     metric = build_dice_metric()
     post_pred = AsDiscrete(argmax=True, to_onehot=2)
     post_label = AsDiscrete(to_onehot=2)
     model.eval()
     with torch.no_grad():
         for batch in loader:
-            logits = infer_logits(model, batch["image"], cfg, device)
-            preds = [post_pred(p) for p in decollate_batch(logits.float().cpu())]
-            labels = [post_label(lab) for lab in decollate_batch(batch["label"])]
-            metric(y_pred=preds, y=labels)
+            labels = batch["label"]
+            logits = infer_logits(model, batch["image"], cfg, device).float().to(labels.device)
+            preds = [post_pred(p) for p in decollate_batch(logits)]
+            metric(y_pred=preds, y=[post_label(lab) for lab in decollate_batch(labels)])
     value = float(metric.aggregate().item())
     metric.reset()
     return value
@@ -246,7 +250,7 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
         epoch_loss /= max(steps, 1)
         message = f"epoch {epoch}/{cfg.max_epochs} loss {epoch_loss:.4f}"
         if epoch % cfg.val_interval == 0:
-            dice = _validate(model, val_loader, cfg, device)
+            dice = validate_dice(model, val_loader, cfg, device)
             improved = history.record_validation(epoch, dice)
             message += f" val Dice {dice:.4f}"
             if improved:
