@@ -56,7 +56,7 @@ from nibabel.filebasedimages import ImageFileError
 from .config import CourseConfig, config_for
 from .data import load_datalist, split_datalist, validate_case
 from .errors import ConfigError, DataError
-from .fileio import atomic_path, write_json_atomic
+from .fileio import atomic_path, save_nifti_atomic, write_json_atomic
 from .model import infer_logits, resolve_device
 from .train import BEST_MODEL_NAME, load_model, train
 from .transforms import infer_transforms
@@ -423,14 +423,8 @@ def save_mask(mask: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> 
     path = Path(path)
     if not path.name.endswith(_NIFTI_SUFFIXES):
         raise DataError(path, "output name must end in .nii.gz or .nii")
-    img = nib.Nifti1Image(np.asarray(mask, dtype=np.uint8), np.asarray(affine, dtype=np.float64))
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header["descrip"] = b"spleen mask (1 = spleen)"
-    with atomic_path(path) as tmp:
-        nib.save(img, tmp)
-    return path
+    return save_nifti_atomic(np.asarray(mask, dtype=np.uint8), np.asarray(affine, dtype=np.float64),
+                             path, description="spleen mask (1 = spleen)")
 
 
 def _spacing(affine: np.ndarray) -> tuple[float, float, float]:

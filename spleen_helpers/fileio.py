@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_json_atomic"]
+__all__ = ["atomic_path", "write_json_atomic", "save_nifti_atomic"]
 
 
 @contextlib.contextmanager
@@ -63,3 +63,25 @@ def write_json_atomic(obj: Any, final: str | os.PathLike) -> Path:
     with atomic_path(final) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
     return Path(final)
+
+
+def save_nifti_atomic(array: Any, affine: Any, final: str | os.PathLike, description: str = "") -> Path:
+    """Write ``array`` as NIfTI with ``affine`` as both sform and qform (mm units), atomically.
+
+    >>> import numpy as np, tempfile
+    >>> p = save_nifti_atomic(np.zeros((2, 2, 2), np.uint8), np.eye(4), Path(tempfile.mkdtemp()) / "z.nii.gz")
+    >>> p.name
+    'z.nii.gz'
+    """
+    import nibabel as nib
+
+    img = nib.Nifti1Image(array, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    if description:
+        img.header["descrip"] = description.encode()[:79]
+    with atomic_path(final) as tmp:
+        nib.save(img, tmp)
+    return Path(final)
+

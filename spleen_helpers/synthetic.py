@@ -26,13 +26,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from .config import SYNTHETIC_DATASET_NAME
 from .errors import DataError
-from .fileio import atomic_path, write_json_atomic
+from .fileio import save_nifti_atomic, write_json_atomic
 
 __all__ = ["PhantomSpec", "generate_case", "write_synthetic_dataset", "ensure_synthetic_dataset",
            "GENERATOR_VERSION"]
@@ -149,15 +148,6 @@ def generate_case(seed: int, spec: PhantomSpec | None = None) -> tuple[np.ndarra
     return image, spleen.astype(np.uint8), spec.affine()
 
 
-def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    with atomic_path(path) as tmp:
-        nib.save(img, tmp)
-
-
 def write_synthetic_dataset(out_dir: str | os.PathLike, num_cases: int = 12,
                             spec: PhantomSpec | None = None, seed: int = 0, dicom: bool = False,
                             overwrite: bool = False) -> Path:
@@ -181,8 +171,8 @@ def write_synthetic_dataset(out_dir: str | os.PathLike, num_cases: int = 12,
     for k in range(1, num_cases + 1):
         image, label, affine = generate_case(seed * 100_003 + k, spec)
         name = f"spleen_{k}.nii.gz"
-        _save_nifti(image, affine, out / "imagesTr" / name)
-        _save_nifti(label, affine, out / "labelsTr" / name)
+        save_nifti_atomic(image, affine, out / "imagesTr" / name)
+        save_nifti_atomic(label, affine, out / "labelsTr" / name)
         if dicom:
             from .dicom import write_ct_series
 
