@@ -55,7 +55,7 @@ readme-screenshot: setup browser-deps
 	@ls -l docs/img/$(README_NB)_*.png
 
 bench: setup
-	$(BIN)/spleen-course bench
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) runs artifacts .pytest_cache

@@ -1,6 +1,6 @@
 """Benchmarks of the course, measured on the current machine and recorded in ``BENCHMARKS.md``.
 
-One entry point, ``spleen-course bench`` or ``python -m benchmarks`` (see
+One entry point, ``python -m benchmarks`` (``make bench``; see
 :mod:`benchmarks.runner`), runs them in order:
 
 1. :mod:`benchmarks.course`: wall time of every notebook under nbmake, and the total;
@@ -15,7 +15,7 @@ asserted anywhere, the targets are reported as met or not met.
 
 Example:
     $ python -m benchmarks --only efficiency inference
-    $ spleen-course bench --quick --output /tmp/bench.md
+    $ python -m benchmarks --quick --output /tmp/bench.md
 """
 
 from __future__ import annotations

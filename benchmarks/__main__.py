@@ -1,4 +1,4 @@
-"""``python -m benchmarks``: the same as ``spleen-course bench``."""
+"""``python -m benchmarks``: measure the course on this machine (``make bench`` runs it)."""
 
 import sys
 

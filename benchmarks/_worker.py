@@ -39,9 +39,9 @@ def _phase_infer(args: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from spleen_helpers.config import CourseConfig
-    from spleen_helpers.evaluate import predict_volume
+    from spleen_helpers.predict import predict_volume
     from spleen_helpers.model import build_unet, resolve_device
-    from spleen_helpers.train import load_model
+    from spleen_helpers.checkpoint import load_model
 
     cfg = CourseConfig.from_dict(args["cfg"])
     device = resolve_device(cfg.device)

@@ -128,9 +128,10 @@ def _dice(ctx: Context) -> dict[str, dict[str, float]]:
     import numpy as np
 
     from spleen_helpers.data import load_datalist, split_datalist
-    from spleen_helpers.evaluate import case_metrics, predict_volume
+    from spleen_helpers.evaluate import case_metrics
+    from spleen_helpers.predict import predict_volume
     from spleen_helpers.model import resolve_device
-    from spleen_helpers.train import load_model
+    from spleen_helpers.checkpoint import load_model
 
     model_path = ctx.trained_model()
     model, cfg = load_model(model_path, device=resolve_device("auto"))

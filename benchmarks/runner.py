@@ -1,6 +1,6 @@
 """The one entry point of the benchmarks: options, order, and writing ``BENCHMARKS.md``.
 
-``spleen-course bench`` and ``python -m benchmarks`` both end here. Without ``--quick`` the
+``python -m benchmarks`` (and ``make bench``) end here. Without ``--quick`` the
 results go to the checkout's ``BENCHMARKS.md`` (or ``--output``); with ``--quick`` (the CI
 smoke: tiny sizes, seconds) to a scratch file unless ``--output`` is given. Each benchmark's
 rows are written as soon as it finishes, so a failure later in the run loses nothing measured.
@@ -33,7 +33,7 @@ DEFAULT_OUTPUT = REPO_ROOT / "BENCHMARKS.md"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of the entry point (shared by ``spleen-course bench``)."""
+    """The options of the entry point."""
     p.add_argument("--quick", action="store_true",
                    help="seconds-long smoke with tiny sizes (CI); writes to a scratch file unless --output")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME",

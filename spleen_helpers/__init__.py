@@ -1,10 +1,19 @@
 """spleen_helpers: the tested helper package behind the spleen-course notebooks.
 
-Modules, in the direction data flows (each imports only modules listed before it):
-``errors``/``fileio``/``config``/``figures`` → ``data``/``dicom``/``synthetic`` →
-``transforms`` (``inspect_transforms``) → ``model`` (``inspect_model``) →
-``checkpoint``/``history``/``train`` → ``evaluate`` → ``viz``; ``cli`` and ``course`` (the
-papermill runner) sit on top, and ``notebook_setup`` defines the notebooks' opening cells.
+The pipeline modules fan out from a small foundation (each imports only modules named before
+it, never a tool):
+
+* foundation: ``errors``, ``fileio``, ``config``, ``figures``;
+* data in: ``data`` (the Task09 layout, NIfTI checks, download), ``dicom`` (series to NIfTI),
+  ``synthetic`` (the CT phantom and its DICOM export);
+* the network: ``transforms`` (``inspect_transforms``), ``model`` (``inspect_model``),
+  ``checkpoint``, ``history``;
+* the work: ``train``, ``predict``, ``evaluate`` (which uses ``predict``), ``viz``;
+* ``compare``: proofs that the notebooks' hand-written code equals the package's.
+
+``spleen_helpers.tools`` sits on top: the ``spleen-course`` command (``cli``), the papermill
+course runner (``course``) and the writer of the notebooks' opening cells
+(``notebook_cells``). docs/architecture.md draws the graph.
 """
 
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
-"""Checkpoints that are written atomically and loaded safely, and the RNG states that make
-resume exact.
+"""Checkpoints that are written atomically and loaded safely, the RNG states that make
+resume exact, and loading a trained UNet from a run.
 
 * Writing goes to a temporary file beside the target, is fsync'ed, then renamed with
   ``os.replace``: a crash or ``SIGKILL`` mid-write leaves the previous checkpoint intact.
@@ -8,6 +8,8 @@ resume exact.
   :class:`CheckpointError` instead.
 * Everything stored is plain data (numpy RNG arrays become lists) so that the safe loader
   accepts it.
+* :func:`load_model` rebuilds the UNet from the configuration stored beside the weights and
+  refuses, in one line, weights that do not fit it.
 
 Example:
     >>> import tempfile, torch
@@ -29,11 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CheckpointError
+from .config import CourseConfig
+from .errors import CheckpointError, CourseError
 from .fileio import atomic_path
+from .model import build_unet
 
 __all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state",
-           "FORMAT_VERSION"]
+           "check_model_signature", "load_model", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 
@@ -145,3 +149,49 @@ def restore_rng_state(state: dict[str, Any], transforms: Any = None) -> None:
                                         "saved with other transform settings (e.g. augment)")
         for t, s in zip(targets, state["transforms"]):
             t.R.set_state(_np_state_from_plain(s))
+
+
+# ------------------------------------------------------------------------- trained models
+def check_model_signature(saved: dict[str, Any], cfg: CourseConfig, path: str | os.PathLike) -> None:
+    """A checkpoint only fits a network of the same shape: say so instead of a shape traceback."""
+    if saved != cfg.model_signature():
+        diffs = [f"{k}: checkpoint {saved.get(k)} vs now {v}" for k, v in cfg.model_signature().items()
+                 if saved.get(k) != v]
+        raise CheckpointError(path, "was saved with a different model configuration ("
+                                    + "; ".join(diffs) + ")")
+
+
+def load_model(path: str | os.PathLike, cfg: CourseConfig | None = None,
+               device: str | torch.device = "cpu") -> tuple[torch.nn.Module, CourseConfig]:
+    """Load a UNet from ``best_metric_model.pth`` or ``checkpoint.pt`` (safely), in eval mode.
+
+    The network's configuration comes from the file; ``cfg`` (if given) supplies the
+    inference settings and must describe the same network. A plain state dict (as MONAI's
+    tutorial saves) is accepted when ``cfg`` is given.
+
+    >>> model, cfg = load_model("runs/unet/best_metric_model.pth")   # doctest: +SKIP
+    """
+    path = Path(path)
+    device = torch.device(device) if isinstance(device, str) else device
+    state = load_checkpoint(path, map_location=device)
+    if "model_state_dict" in state:
+        try:
+            saved_cfg = CourseConfig.from_dict(state["config"]) if "config" in state else None
+        except (CourseError, TypeError, ValueError) as exc:
+            raise CheckpointError(path, f"holds an unusable configuration ({exc})") from None
+        weights = state["model_state_dict"]
+    else:
+        saved_cfg, weights = None, state
+    if cfg is None:
+        if saved_cfg is None:
+            raise CheckpointError(path, "holds bare weights without a configuration; pass cfg")
+        cfg = saved_cfg
+    elif saved_cfg is not None:
+        check_model_signature(saved_cfg.model_signature(), cfg, path)
+    model = build_unet(cfg)
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(path, f"does not fit the configured UNet ({first})") from None
+    return model.to(device).eval(), cfg

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import ConfigError
 
@@ -39,6 +40,8 @@ __all__ = [
     "env_default",
     "is_synthetic_dataset",
     "PACKAGE_DIR",
+    "RunLayout",
+    "CHOICES",
     "SYNTHETIC_DATASET_NAME",
 ]
 
@@ -70,6 +73,35 @@ def default_runs_dir() -> Path:
     return course_home() / "runs"
 
 
+def _run_file(name: str, doc: str) -> property:
+    return property(lambda self: self.root / name, doc=f"``{name}``: {doc}")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The files of one training run directory, named in one place.
+
+    Training writes them, evaluation and the course runner read them.
+
+    >>> RunLayout("runs/unet").best_model.name
+    'best_metric_model.pth'
+    """
+
+    root: Path
+    CHECKPOINT: ClassVar[str] = "checkpoint.pt"
+    BEST_MODEL: ClassVar[str] = "best_metric_model.pth"
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    checkpoint = _run_file(CHECKPOINT, "written atomically after every epoch; what resume continues from")
+    best_model = _run_file(BEST_MODEL, "weights and configuration of the best validation epoch")
+    history_json = _run_file("history.json", "loss, validation Dice and time per epoch")
+    history_csv = _run_file("history.csv", "the same, one row per epoch")
+    config_json = _run_file("config.json", "the run's settings and data folder")
+    learning_curves = _run_file("learning_curves.png", "loss and validation Dice, best epoch marked")
+
+
 def env_default(name: str, default: Any) -> Any:
     """Return ``$name`` converted to ``type(default)``, or ``default`` when unset or empty.
 
@@ -91,52 +123,68 @@ def env_default(name: str, default: Any) -> Any:
                                 f"{type(default).__name__}") from exc
 
 
+def _setting(default: Any, help: str) -> Any:
+    """A dataclass field with its one-line help (the CLI's ``--option`` text comes from it)."""
+    return field(default=default, metadata={"help": help})
+
+
+#: Allowed values of the settings that take one of a few names (validated here, offered as
+#: ``choices`` by the CLI).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "loss": ("dice", "dicece"),
+    "norm": ("batch", "instance"),
+    "loader": ("standard", "thread"),
+    "blend_mode": ("constant", "gaussian"),
+}
+
+
 @dataclass(frozen=True)
 class CourseConfig:
     """Every setting of data split, transforms, model, training and inference.
 
-    Defaults are MONAI's spleen tutorial values for the real Task09 data.
+    Defaults are MONAI's spleen tutorial values for the real Task09 data; each field's
+    ``metadata["help"]`` says what it does.
     """
 
     # --- data split -------------------------------------------------------------------
-    seed: int = 0
-    val_count: int = 9              # the tutorial keeps the last 9 cases for validation
-    val_fraction: float | None = None  # if set, overrides val_count
+    seed: int = _setting(0, "seeds the weights, the patch sampling and the data order")
+    val_count: int = _setting(9, "the last N cases (sorted by name) are validation cases")
+    val_fraction: float | None = _setting(None, "fraction of cases for validation; overrides val_count")
     # --- transforms -------------------------------------------------------------------
-    a_min: float = -57.0
-    a_max: float = 164.0
-    b_min: float = 0.0
-    b_max: float = 1.0
-    clip: bool = True
-    orientation: str = "RAS"
-    pixdim: Triple = (1.5, 1.5, 2.0)
-    patch_size: IntTriple = (96, 96, 96)
-    num_samples: int = 4
-    pos: float = 1.0
-    neg: float = 1.0
-    augment: bool = False           # random flips/rotations/intensity shifts, off by default
+    a_min: float = _setting(-57.0, "lower end of the HU window, mapped to b_min")
+    a_max: float = _setting(164.0, "upper end of the HU window, mapped to b_max")
+    b_min: float = _setting(0.0, "intensity the window's lower end maps to")
+    b_max: float = _setting(1.0, "intensity the window's upper end maps to")
+    clip: bool = _setting(True, "clip intensities outside the window")
+    orientation: str = _setting("RAS", "axis codes every volume is turned to")
+    pixdim: Triple = _setting((1.5, 1.5, 2.0), "voxel size in mm the volumes are resampled to")
+    patch_size: IntTriple = _setting((96, 96, 96), "training patch size in voxels")
+    num_samples: int = _setting(4, "random patches per volume and step")
+    pos: float = _setting(1.0, "weight of spleen-centred patches")
+    neg: float = _setting(1.0, "weight of background-centred patches")
+    augment: bool = _setting(False, "random flips, 90-degree rotations and intensity shifts")
     # --- model ------------------------------------------------------------------------
-    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
-    strides: tuple[int, ...] = (2, 2, 2, 2)
-    num_res_units: int = 2
-    norm: str = "batch"
-    learning_rate: float = 1e-4
-    loss: str = "dice"              # "dice" (tutorial) or "dicece" (Dice + cross-entropy, MONAI's bundle)
+    channels: tuple[int, ...] = _setting((16, 32, 64, 128, 256), "UNet feature channels per level")
+    strides: tuple[int, ...] = _setting((2, 2, 2, 2), "UNet downsampling stride per level")
+    num_res_units: int = _setting(2, "residual units per UNet block")
+    norm: str = _setting("batch", "normalisation layer of the UNet")
+    learning_rate: float = _setting(1e-4, "Adam learning rate")
+    loss: str = _setting("dice", "dice (the tutorial's) or dicece (Dice + cross-entropy, MONAI's bundle)")
     # --- training ---------------------------------------------------------------------
-    max_epochs: int = 600
-    val_interval: int = 2
-    batch_size: int = 2
-    cache_rate: float = 1.0
-    num_workers: int = 4
-    loader: str = "standard"        # "standard" (DataLoader) or "thread" (ThreadDataLoader)
-    device: str = "auto"            # "auto", "cpu", "cuda", "cuda:1", ...
-    amp: bool = False               # mixed precision, used on CUDA only
+    max_epochs: int = _setting(600, "train up to this epoch")
+    val_interval: int = _setting(2, "validate every N epochs")
+    batch_size: int = _setting(2, "volumes per training step (each gives num_samples patches)")
+    cache_rate: float = _setting(1.0, "fraction of preprocessed volumes kept in memory")
+    num_workers: int = _setting(4, "data-loader worker processes")
+    loader: str = _setting("standard", "standard (DataLoader) or thread (ThreadDataLoader)")
+    device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = _setting(False, "mixed precision (CUDA only)")
     # --- inference --------------------------------------------------------------------
-    roi_size: IntTriple = (160, 160, 160)
-    sw_batch_size: int = 4
-    overlap: float = 0.25
-    blend_mode: str = "constant"
-    keep_largest_component: bool = False
+    roi_size: IntTriple = _setting((160, 160, 160), "sliding-window size in voxels")
+    sw_batch_size: int = _setting(4, "windows per forward pass")
+    overlap: float = _setting(0.25, "overlap of neighbouring windows")
+    blend_mode: str = _setting("constant", "how overlapping windows are blended")
+    keep_largest_component: bool = _setting(False, "keep only the largest connected spleen component")
     profile: str = field(default="msd", compare=False)
 
     def __post_init__(self) -> None:
@@ -199,6 +247,15 @@ class CourseConfig:
             raise ConfigError(None, f"unknown setting(s) {sorted(unknown)}")
         return cls(**values)
 
+    @property
+    def size_multiple(self) -> int:
+        """Product of the UNet strides: patch and window sizes must be divisible by it.
+
+        >>> CourseConfig().size_multiple
+        16
+        """
+        return math.prod(self.strides)
+
     def model_signature(self) -> dict[str, Any]:
         """The settings that fix the network's shape; a checkpoint must match them to load."""
         return {"channels": list(self.channels), "strides": list(self.strides),
@@ -227,9 +284,7 @@ class CourseConfig:
             bad(f"pixdim must be three positive spacings in mm, got {self.pixdim}")
         if len(self.channels) != len(self.strides) + 1:
             bad(f"channels ({len(self.channels)}) must be one longer than strides ({len(self.strides)})")
-        factor = 1
-        for s in self.strides:
-            factor *= s
+        factor = self.size_multiple
         for name in ("patch_size", "roi_size"):
             size = getattr(self, name)
             if len(size) != 3 or any(int(s) < 1 for s in size):
@@ -240,12 +295,9 @@ class CourseConfig:
                 bad(f"{name} {size} is larger than allowed (512 voxels per axis)")
         if not 0.0 <= self.overlap < 1.0:
             bad(f"overlap must be within [0, 1), got {self.overlap}")
-        if self.loader not in {"standard", "thread"}:
-            bad(f"loader must be 'standard' or 'thread', got {self.loader!r}")
-        if self.loss not in {"dice", "dicece"}:
-            bad(f"loss must be 'dice' or 'dicece', got {self.loss!r}")
-        if self.blend_mode not in {"constant", "gaussian"}:
-            bad(f"blend_mode must be 'constant' or 'gaussian', got {self.blend_mode!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                bad(f"{name} must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
         if not (self.device in {"auto", "cpu", "cuda"} or self.device.startswith("cuda:")):
             bad(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import os
 import re
 import shutil
@@ -48,10 +47,17 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
 from .config import CourseConfig
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, quiet_logger
 
 __all__ = [
+    "AFFINE_TOLERANCE_MM",
+    "NIFTI_SUFFIXES",
+    "voxel_spacing",
     "CaseInfo",
+    "case_name",
+    "check_same_grid",
+    "open_nifti",
+    "volume_ml",
     "MSD_SPLEEN_MD5",
     "MSD_SPLEEN_TASK",
     "MSD_SPLEEN_URL",
@@ -70,6 +76,7 @@ MSD_SPLEEN_URL = "https://msd-for-monai.s3-us-west-2.amazonaws.com/Task09_Spleen
 MSD_SPLEEN_MD5 = "410d4a301da4e5b2f6f86ec3ddba524e"
 
 AFFINE_TOLERANCE_MM = 1e-3
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _LAYOUT = "expected the MSD layout: dataset.json, imagesTr/, labelsTr/"
 
 
@@ -214,7 +221,7 @@ class CaseInfo:
     @property
     def name(self) -> str:
         """Case name, e.g. ``spleen_19``."""
-        return self.image.name.split(".")[0]
+        return case_name(self.image)
 
 
 # nibabel, gzip and zlib report damaged files with these.
@@ -222,22 +229,65 @@ _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, ImageFileError, Heade
                 MemoryError)
 
 
-def _load_image(path: Path, read_data: bool) -> tuple[Any, np.ndarray | None]:
-    """Load a NIfTI image and, if asked, all its voxels; DataError naming the file otherwise."""
+def case_name(image: str | os.PathLike) -> str:
+    """The case name of an image file: its name up to the first dot.
+
+    >>> case_name("data/imagesTr/spleen_19.nii.gz")
+    'spleen_19'
+    """
+    return Path(image).name.split(".")[0]
+
+
+def volume_ml(voxels: int, spacing: Any) -> float:
+    """Volume in mL (1 mL = 1000 mm³) of ``voxels`` voxels of size ``spacing`` mm.
+
+    >>> volume_ml(1000, (1.0, 1.0, 2.0))
+    2.0
+    """
+    return int(voxels) * float(np.prod([float(s) for s in spacing])) / 1000.0
+
+
+def voxel_spacing(affine: Any) -> tuple[float, float, float]:
+    """Voxel size in mm along the array's three axes, read from a NIfTI affine.
+
+    >>> voxel_spacing(np.diag([-0.8, 0.8, 2.5, 1.0]))
+    (0.8, 0.8, 2.5)
+    """
+    sx, sy, sz = (float(v) for v in nib.affines.voxel_sizes(np.asarray(affine))[:3])
+    return (sx, sy, sz)
+
+
+def open_nifti(path: str | os.PathLike, what: str = "image",
+               read_data: bool = False) -> tuple[Any, np.ndarray | None]:
+    """Open a 3-D NIfTI volume; return ``(image, voxels)`` (``voxels`` only with ``read_data``).
+
+    The one place where the course opens a NIfTI file: a missing file, a folder, a file
+    nibabel cannot read, a damaged ``.nii.gz`` or a volume that is not 3-D is a one-line
+    :class:`~spleen_helpers.errors.DataError` naming the file. ``what`` names the file's
+    role in the message (``label file does not exist``).
+
+    >>> open_nifti("/surely/not/here.nii.gz", "label")
+    Traceback (most recent call last):
+    ...
+    spleen_helpers.errors.DataError: /surely/not/here.nii.gz: label file does not exist
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "is a folder; expected a NIfTI file (.nii or .nii.gz)")
     if not path.is_file():
-        raise DataError(path, "file does not exist")
+        raise DataError(path, f"{what} file does not exist")
     try:
         img = nib.load(path)
-        if not read_data:
-            return img, None
-        if path.name.endswith(".gz") and hasattr(type(img), "from_bytes"):
-            # nibabel stops reading at the end of the voxel data, so a damaged gzip trailer
-            # or a corrupt block after it goes unnoticed; reading the stream to its end
-            # checks gzip's CRC and length, then nibabel parses the same bytes.
-            with gzip.open(path, "rb") as fh:
-                raw = fh.read()
-            img = type(img).from_bytes(raw)
-        data = np.asanyarray(img.dataobj)
+        data = None
+        if read_data:
+            if path.name.endswith(".gz") and hasattr(type(img), "from_bytes"):
+                # nibabel stops reading at the end of the voxel data, so a damaged gzip trailer
+                # or a corrupt block after it goes unnoticed; reading the stream to its end
+                # checks gzip's CRC and length, then nibabel parses the same bytes.
+                with gzip.open(path, "rb") as fh:
+                    raw = fh.read()
+                img = type(img).from_bytes(raw)
+            data = np.asanyarray(img.dataobj)
     except _READ_ERRORS as exc:
         reason = str(exc).replace(str(path), "").strip(' "') or type(exc).__name__
         if "Cannot work out file type" in reason:
@@ -245,12 +295,26 @@ def _load_image(path: Path, read_data: bool) -> tuple[Any, np.ndarray | None]:
         if isinstance(exc, ImageFileError):
             raise DataError(path, f"is not a readable NIfTI image ({reason})") from exc
         raise DataError(path, f"is corrupt or truncated ({type(exc).__name__}: {reason})") from exc
+    if len(img.shape) != 3:
+        raise DataError(path, f"is {len(img.shape)}-D with shape {tuple(img.shape)}; expected a 3-D volume")
     return img, data
 
 
-def _check_3d(path: Path, img: Any) -> None:
-    if len(img.shape) != 3:
-        raise DataError(path, f"is {len(img.shape)}-D with shape {tuple(img.shape)}; expected a 3-D volume")
+def check_same_grid(image: Any, other: Any, image_path: str | os.PathLike,
+                    other_path: str | os.PathLike, what: str = "label") -> None:
+    """DataError naming ``other_path`` unless both volumes have the same shape and affine.
+
+    Affines may differ by :data:`AFFINE_TOLERANCE_MM` (rounding in the header); a larger
+    difference means the two files are not on the same voxel grid.
+    """
+    if tuple(image.shape) != tuple(other.shape):
+        raise DataError(other_path, f"{what} shape {tuple(other.shape)} does not match image "
+                                    f"{Path(image_path).name} shape {tuple(image.shape)}")
+    diff = float(np.abs(np.asarray(image.affine) - np.asarray(other.affine)).max())
+    if not diff <= AFFINE_TOLERANCE_MM:  # also catches NaN
+        raise DataError(other_path, f"affine differs from the affine of image {Path(image_path).name} "
+                                    f"by up to {diff:.4g} mm (tolerance {AFFINE_TOLERANCE_MM} mm): "
+                                    f"the {what} is not on the image's voxel grid")
 
 
 def _label_voxels(path: Path, data: np.ndarray) -> int:
@@ -282,23 +346,15 @@ def validate_case(image_path: str | os.PathLike, label_path: str | os.PathLike,
     ((96, 96, 24), ('L', 'P', 'S'), True)
     """
     image_path, label_path = Path(image_path), Path(label_path)
-    img, img_data = _load_image(image_path, read_data)
-    lab, lab_data = _load_image(label_path, read_data)
-    _check_3d(image_path, img)
-    _check_3d(label_path, lab)
-    if tuple(img.shape) != tuple(lab.shape):
-        raise DataError(label_path, f"label shape {tuple(lab.shape)} does not match image "
-                                    f"{image_path.name} shape {tuple(img.shape)}")
-    diff = float(np.abs(np.asarray(img.affine) - np.asarray(lab.affine)).max())
-    if not diff <= AFFINE_TOLERANCE_MM:  # also catches NaN
-        raise DataError(label_path, f"label affine differs from image {image_path.name} affine "
-                                    f"by up to {diff:.4g} mm (tolerance {AFFINE_TOLERANCE_MM} mm)")
+    img, img_data = open_nifti(image_path, "image", read_data)
+    lab, lab_data = open_nifti(label_path, "label", read_data)
+    check_same_grid(img, lab, image_path, label_path)
     spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
     voxels: int | None = None
     volume: float | None = None
     if lab_data is not None:
         voxels = _label_voxels(label_path, lab_data)
-        volume = voxels * float(np.prod(spacing)) / 1000.0
+        volume = volume_ml(voxels, spacing)
         if voxels == 0:
             warnings.warn(f"{label_path}: label is empty (no spleen voxels)", UserWarning, stacklevel=2)
     return CaseInfo(image=image_path, label=label_path,
@@ -378,60 +434,57 @@ def download_msd_spleen(root: str | os.PathLike, url: str = MSD_SPLEEN_URL, md5:
         raise DataError(root, f"cannot write to the download folder ({exc.strerror or exc})") from exc
     # MONAI logs its own multi-line account of each step and failure; this function reports
     # in one line (print or DataError), so MONAI's logger is quietened meanwhile.
-    monai_log = logging.getLogger("monai.apps")
-    level = monai_log.level
-    monai_log.setLevel(logging.CRITICAL)
-    try:
-        archive = staging / archive_name
-        print(f"downloading {url} to {root}")
+    with quiet_logger("monai.apps"):
         try:
-            with warnings.catch_warnings():
-                # the md5 is checked right below, to report both checksums on a mismatch
-                warnings.filterwarnings("ignore", message="No hash value provided")
-                download_url(url=url, filepath=archive, hash_val=None, progress=progress)
-        except urllib.error.HTTPError as exc:
-            raise DataError(target, f"download from {url} failed: the server answered HTTP "
-                                    f"{exc.code} {exc.reason}") from exc
-        except urllib.error.ContentTooShortError as exc:
-            raise DataError(target, f"download from {url} was cut short (network unreachable or "
-                                    "interrupted); run the download again") from exc
-        except (urllib.error.URLError, ConnectionError, TimeoutError, RuntimeError) as exc:
-            # RuntimeError: MONAI's "failed due to network issue or denied permission"
-            reason = getattr(exc, "reason", None) or exc
-            raise DataError(target, f"download from {url} failed: network unreachable "
-                                    f"({reason})") from exc
-        except OSError as exc:  # the local side: disk full, no permission, ...
-            raise DataError(target, f"download from {url} failed while saving it "
-                                    f"({exc.strerror or exc})") from exc
-        if not archive.is_file():  # MONAI's download_url swallows some permission errors
-            raise DataError(target, f"download from {url} failed: no file was written to {staging}")
-        actual = _md5(archive)
-        if actual != md5.lower():
+            archive = staging / archive_name
+            print(f"downloading {url} to {root}")
+            try:
+                with warnings.catch_warnings():
+                    # the md5 is checked right below, to report both checksums on a mismatch
+                    warnings.filterwarnings("ignore", message="No hash value provided")
+                    download_url(url=url, filepath=archive, hash_val=None, progress=progress)
+            except urllib.error.HTTPError as exc:
+                raise DataError(target, f"download from {url} failed: the server answered HTTP "
+                                        f"{exc.code} {exc.reason}") from exc
+            except urllib.error.ContentTooShortError as exc:
+                raise DataError(target, f"download from {url} was cut short (network unreachable or "
+                                        "interrupted); run the download again") from exc
+            except (urllib.error.URLError, ConnectionError, TimeoutError, RuntimeError) as exc:
+                # RuntimeError: MONAI's "failed due to network issue or denied permission"
+                reason = getattr(exc, "reason", None) or exc
+                raise DataError(target, f"download from {url} failed: network unreachable "
+                                        f"({reason})") from exc
+            except OSError as exc:  # the local side: disk full, no permission, ...
+                raise DataError(target, f"download from {url} failed while saving it "
+                                        f"({exc.strerror or exc})") from exc
+            if not archive.is_file():  # MONAI's download_url swallows some permission errors
+                raise DataError(target, f"download from {url} failed: no file was written to {staging}")
+            actual = _md5(archive)
+            if actual != md5.lower():
+                archive.unlink()
+                raise DataError(archive_name, f"md5 {actual} does not match the expected {md5} (the "
+                                              f"archive from {url} is corrupt or incomplete and was "
+                                              "deleted; nothing was extracted)")
+            extracted = staging / "extracted"
+            try:
+                extractall(filepath=archive, output_dir=extracted, has_base=True)
+            except (OSError, EOFError, ValueError, NotImplementedError) as exc:
+                raise DataError(archive_name, f"(from {url}) cannot be extracted ({exc})") from exc
             archive.unlink()
-            raise DataError(archive_name, f"md5 {actual} does not match the expected {md5} (the "
-                                          f"archive from {url} is corrupt or incomplete and was "
-                                          "deleted; nothing was extracted)")
-        extracted = staging / "extracted"
-        try:
-            extractall(filepath=archive, output_dir=extracted, has_base=True)
-        except (OSError, EOFError, ValueError, NotImplementedError) as exc:
-            raise DataError(archive_name, f"(from {url}) cannot be extracted ({exc})") from exc
-        archive.unlink()
-        unpacked = extracted / MSD_SPLEEN_TASK
-        if not unpacked.is_dir():
-            raise DataError(archive_name, f"(from {url}) does not contain a {MSD_SPLEEN_TASK}/ folder")
-        try:
-            find_dataset(unpacked)
-        except DataError as exc:
-            raise DataError(archive_name, f"(from {url}) does not hold a usable data set: "
-                                          f"{exc.problem}") from exc
-        try:
-            os.replace(unpacked, target)  # atomic: the data set appears complete or not at all
-        except OSError as exc:
-            raise DataError(target, f"cannot move the extracted data set into place "
-                                    f"({exc.strerror or exc})") from exc
-    finally:
-        monai_log.setLevel(level)
-        shutil.rmtree(staging, ignore_errors=True)
+            unpacked = extracted / MSD_SPLEEN_TASK
+            if not unpacked.is_dir():
+                raise DataError(archive_name, f"(from {url}) does not contain a {MSD_SPLEEN_TASK}/ folder")
+            try:
+                find_dataset(unpacked)
+            except DataError as exc:
+                raise DataError(archive_name, f"(from {url}) does not hold a usable data set: "
+                                              f"{exc.problem}") from exc
+            try:
+                os.replace(unpacked, target)  # atomic: the data set appears complete or not at all
+            except OSError as exc:
+                raise DataError(target, f"cannot move the extracted data set into place "
+                                        f"({exc.strerror or exc})") from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     print(f"{MSD_SPLEEN_TASK} is ready in {target}")
     return target

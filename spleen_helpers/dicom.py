@@ -1,4 +1,4 @@
-"""DICOM CT series: write, find and check, split into chunks, convert to NIfTI, read as HU.
+"""DICOM CT series: find and check, split into chunks, convert to NIfTI, read as HU.
 
 The MONAI spleen tutorial groups DICOM files by globbing a folder, cuts them into groups of
 ``number_slices`` (dropping the remainder without a word) and converts each group with
@@ -9,16 +9,28 @@ dicom2nifti after switching its slice checks off. This module does the same job 
   never by file name. A series with a missing slice, duplicate positions, mixed orientation
   or pixel spacing, or slices that are not one stack is refused with a one-line
   :class:`~spleen_helpers.errors.DicomError` naming the folder.
+
+  **Which checks are whose.** The course checks what it needs to order the slices and what
+  dicom2nifti does not look at: readable geometry, pixel spacing and image size per slice,
+  duplicate positions, one slice per file. Slice increment, orientation consistency and
+  gantry tilt are dicom2nifti's rules, with dicom2nifti's tolerances, written nowhere in the
+  course: :func:`find_series` calls dicom2nifti's own validators on the ordered headers of
+  the whole series (before any chunking, so a gap between two chunks cannot slip through,
+  and before :func:`load_series_hu`, which does not go through dicom2nifti) and turns their
+  terse codes into a line naming the slices. :func:`convert_series` keeps dicom2nifti's
+  validation on, so a series assembled by hand is held to the same rules.
 * :func:`split_series` cuts a series into chunks of N slices, keeping (or, on request,
   dropping) the short last chunk and saying so.
 * :func:`convert_series` / :func:`dicom_dir_to_nifti` write NIfTI with dicom2nifti, its
   validation kept on, atomically.
 * :func:`load_series_hu` reads the pixels as Hounsfield units for display.
-* :func:`write_ct_series` writes a volume as a DICOM CT series (the synthetic phantom uses it).
+
+The phantom's DICOM writer, :func:`~spleen_helpers.synthetic.write_ct_series`, lives beside
+the phantom.
 
 Example:
     >>> import tempfile
-    >>> from spleen_helpers.synthetic import PhantomSpec, generate_case
+    >>> from spleen_helpers.synthetic import PhantomSpec, generate_case, write_ct_series
     >>> spec = PhantomSpec(shape=(16, 16, 6))
     >>> image, _, affine = generate_case(0, spec)
     >>> tmp = Path(tempfile.mkdtemp())
@@ -33,7 +45,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
 import os
 import re
@@ -45,20 +56,17 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID,
-                         generate_uid)
 
-from .errors import DicomError
+from .errors import DicomError, quiet_logger
 from .fileio import atomic_path
 
 __all__ = [
     "DicomSeries",
     "ChunkPlan",
     "DicomWarning",
+    "LPS_TO_RAS",
     "MIN_SLICES",
-    "write_ct_series",
     "find_series",
     "split_series",
     "series_name",
@@ -70,17 +78,13 @@ __all__ = [
 #: dicom2nifti refuses fewer slices than this (``TOO_FEW_SLICES/LOCALIZER``).
 MIN_SLICES = 4
 
-# Tolerances. Slice steps follow dicom2nifti's own check (rtol 5 %, atol 0.1 mm) so that
-# what we accept, it accepts too.
-_STEP_ATOL_MM = 0.1
-_STEP_RTOL = 0.05
-_DUPLICATE_MM = 1e-3
-_COSINE_ATOL = 1e-3
-_SPACING_RTOL = 1e-4
-_TILT_ATOL = 0.05  # dicom2nifti's orthogonality tolerance on unit vectors (about 3 degrees)
+# The course's own tolerances (dicom2nifti's checks bring their own, see the module docstring).
+_DUPLICATE_MM = 1e-3      # two slices closer than this along the normal are one position
+_SPACING_RTOL = 1e-4      # PixelSpacing must agree between slices
+_UNIT_ATOL = 0.01         # ImageOrientationPatient must hold two perpendicular unit vectors
 
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_HU_OFFSET = 1024  # stored value = HU + 1024, RescaleIntercept -1024
+#: DICOM's patient frame (LPS) to NIfTI's (RAS): flip x and y; its own inverse.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 class DicomWarning(UserWarning):
@@ -144,7 +148,7 @@ class DicomSeries:
         lps[:3, 1] = col * self.pixel_spacing[0]
         lps[:3, 2] = self.normal * self.slice_step
         lps[:3, 3] = self.origin
-        return _LPS_TO_RAS @ lps
+        return LPS_TO_RAS @ lps
 
     def label(self) -> str:
         """Short human-readable name for messages: number, description and UID tail."""
@@ -183,114 +187,6 @@ class ChunkPlan:
             return (f"{head}; the last {self.remainder} slice(s) (a short chunk {n_full + 1}) "
                     f"were DROPPED and are not converted")
         return f"{head}; chunk {n_full + 1} is short ({self.remainder} slices), kept"
-
-
-# ---------------------------------------------------------------------------------- writing
-def _uid(*parts: Any) -> str:
-    return generate_uid(entropy_srcs=[str(p) for p in parts])
-
-
-def write_ct_series(volume_hu: np.ndarray, affine: np.ndarray, out_dir: str | os.PathLike, *,
-                    patient_id: str = "ANON", series_description: str = "",
-                    series_uid: str | None = None) -> list[Path]:
-    """Write an (x, y, z) HU volume with a RAS ``affine`` as one DICOM CT file per z slice.
-
-    Pixels are stored as HU + 1024 (uint16, RescaleIntercept -1024, explicit VR little
-    endian, CT Image Storage). Geometry (ImagePositionPatient, ImageOrientationPatient,
-    PixelSpacing, SliceThickness, SpacingBetweenSlices) is the affine converted to DICOM's
-    LPS patient coordinates. UIDs are derived from the content unless ``series_uid`` is given,
-    so writing the same volume again gives the same files. Each file is written atomically;
-    stale ``CT_*.dcm`` files of an earlier, longer series in ``out_dir`` are removed.
-    Returns the files in slice order.
-
-    >>> import tempfile
-    >>> vol = np.full((4, 3, 5), -1000, dtype=np.int16)
-    >>> files = write_ct_series(vol, np.diag([-1.0, -1.0, 2.0, 1.0]), tempfile.mkdtemp())
-    >>> len(files), pydicom.dcmread(files[1]).ImagePositionPatient
-    (5, [0.0, 0.0, 2.0])
-    """
-    out = Path(out_dir)
-    vol = np.asarray(volume_hu)
-    aff = np.asarray(affine, dtype=float)
-    if vol.ndim != 3:
-        raise DicomError(out, f"volume must be 3-D (x, y, z), got shape {vol.shape}")
-    if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
-        raise DicomError(out, f"affine must be a finite 4x4 matrix, got shape {aff.shape}")
-    if vol.size and (vol.min() < -_HU_OFFSET or vol.max() > 65535 - _HU_OFFSET):
-        raise DicomError(out, f"HU values {vol.min()}..{vol.max()} do not fit the stored range "
-                              f"{-_HU_OFFSET}..{65535 - _HU_OFFSET}")
-    if not np.allclose(vol, np.round(vol)):
-        raise DicomError(out, "HU values must be whole numbers (CT stores integers)")
-
-    lps = _LPS_TO_RAS @ aff  # the flip is its own inverse
-    col_vec, row_vec, slice_vec = lps[:3, 0], lps[:3, 1], lps[:3, 2]
-    dc, dr, dz = (float(np.linalg.norm(v)) for v in (col_vec, row_vec, slice_vec))
-    if min(dc, dr, dz) <= 0:
-        raise DicomError(out, "affine has a zero-length axis")
-    row_cos, col_cos = col_vec / dc, row_vec / dr  # DICOM: row cosine = direction along a row
-    normal = np.cross(row_cos, col_cos)
-    if abs(float(np.dot(row_cos, col_cos))) > _COSINE_ATOL or \
-            abs(abs(float(np.dot(normal, slice_vec / dz))) - 1) > _COSINE_ATOL:
-        raise DicomError(out, "affine is sheared or oblique between slices; DICOM CT needs "
-                              "slices stacked along the normal of their plane")
-
-    digest = hashlib.sha1(np.ascontiguousarray(vol).tobytes() + aff.tobytes()).hexdigest()
-    study_uid = _uid("study", patient_id)
-    series_uid = series_uid or _uid("series", patient_id, series_description, digest)
-    frame_uid = _uid("frame", series_uid)
-    now = datetime.datetime.now()
-    stored = (vol.astype(np.int32) + _HU_OFFSET).astype(np.uint16)
-    nz = vol.shape[2]
-    written: list[Path] = []
-    for k in range(nz):
-        sop_uid = _uid("sop", series_uid, k)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.Modality = "CT"
-        ds.Manufacturer = "spleen-course"
-        ds.PatientID = patient_id
-        ds.PatientName = patient_id
-        ds.StudyDate = ds.SeriesDate = now.strftime("%Y%m%d")
-        ds.StudyID = "1"
-        ds.SeriesNumber = 1
-        ds.SeriesDescription = series_description
-        ds.InstanceNumber = k + 1
-        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-        ds.ImagePositionPatient = [round(float(v), 6) for v in lps[:3, :3] @ [0, 0, k] + lps[:3, 3]]
-        ds.ImageOrientationPatient = [round(float(v), 8) for v in (*row_cos, *col_cos)]
-        ds.PixelSpacing = [round(dr, 6), round(dc, 6)]  # (row spacing, column spacing)
-        ds.SliceThickness = round(dz, 6)
-        ds.SpacingBetweenSlices = round(dz, 6)
-        ds.SliceLocation = round(float(np.dot(normal, ds.ImagePositionPatient)), 6)
-        ds.RescaleSlope = 1
-        ds.RescaleIntercept = -_HU_OFFSET
-        ds.RescaleType = "HU"
-        ds.WindowCenter, ds.WindowWidth = 40, 400
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = vol.shape[1], vol.shape[0]
-        ds.BitsAllocated = ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 0
-        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()  # (rows, columns)
-        path = out / f"CT_{k + 1:05d}.dcm"
-        with atomic_path(path) as tmp:
-            ds.save_as(tmp, enforce_file_format=True)
-        written.append(path)
-    keep = {p.name for p in written}
-    for stale in out.glob("CT_[0-9][0-9][0-9][0-9][0-9].dcm"):
-        if stale.name not in keep:
-            stale.unlink()
-    return written
 
 
 # ----------------------------------------------------------------------------- grouping
@@ -340,6 +236,51 @@ def _floats(value: Any, n: int, path: Path, tag: str) -> tuple[float, ...]:
     return out
 
 
+def _dicom2nifti_checks(folder: Path, name: str, normal: np.ndarray,
+                        slices: list[tuple[float, int, Path, np.ndarray, pydicom.Dataset]]) -> None:
+    """Run dicom2nifti's own orientation, tilt and slice-increment validators on the ordered
+    headers; turn a refusal into one line that names the slices at fault."""
+    from dicom2nifti import common
+    from dicom2nifti.exceptions import ConversionValidationError
+
+    paths = [s[2] for s in slices]
+    headers = [s[4] for s in slices]
+    try:
+        with quiet_logger("dicom2nifti"):
+            common.validate_orientation(headers)
+            common.validate_orthogonal(headers)
+            common.validate_slice_increment(headers)
+    except ConversionValidationError as exc:
+        code = str(exc)
+        if code == "IMAGE_ORIENTATION_INCONSISTENT":
+            orients = np.array([[float(v) for v in h.ImageOrientationPatient] for h in headers])
+            worst = int(np.abs(orients - orients[0]).max(axis=1).argmax())
+            raise DicomError(folder, f"{name}: inconsistent orientation within the series: "
+                                     f"{paths[worst].name} has {tuple(orients[worst])}, "
+                                     f"{paths[0].name} has {tuple(orients[0])} [{code}]") from None
+        if code == "NON_CUBICAL_IMAGE/GANTRY_TILT":
+            run = slices[-1][3] - slices[0][3]
+            cosine = abs(float(run @ normal) / float(np.linalg.norm(run)))
+            angle = float(np.degrees(np.arccos(min(1.0, cosine))))
+            raise DicomError(folder, f"{name}: slice positions run {angle:.1f} degrees off the slice "
+                                     f"normal (gantry tilt or not one stack of slices) [{code}]") from None
+        if code == "SLICE_INCREMENT_INCONSISTENT":
+            dist = np.array([s[0] for s in slices])
+            steps = np.diff(dist)
+            typical = float(np.median(steps))
+            i = int(np.abs(steps - typical).argmax())
+            ratio = steps[i] / typical
+            where = (f"between {dist[i]:.2f} and {dist[i + 1]:.2f} mm "
+                     f"({paths[i].name} -> {paths[i + 1].name})")
+            if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1:
+                raise DicomError(folder, f"{name}: missing slice(s): a {steps[i]:.2f} mm step {where} "
+                                         f"where the slice step is {typical:.2f} mm "
+                                         f"(about {round(ratio) - 1} slice(s) missing) [{code}]") from None
+            raise DicomError(folder, f"{name}: uneven slice spacing: a {steps[i]:.2f} mm step {where} "
+                                     f"where the typical step is {typical:.2f} mm [{code}]") from None
+        raise DicomError(folder, f"{name}: dicom2nifti refuses these slices [{code}]") from None
+
+
 def _build_series(folder: Path, uid: str, items: list[tuple[Path, pydicom.Dataset]]) -> DicomSeries:
     """Check one SeriesInstanceUID group and order its slices along the normal."""
     first_path, first = items[0]
@@ -348,8 +289,8 @@ def _build_series(folder: Path, uid: str, items: list[tuple[Path, pydicom.Datase
         name += f" ({first.SeriesDescription})"
     orient = _floats(first.ImageOrientationPatient, 6, first_path, "ImageOrientationPatient")
     row, col = np.array(orient[:3]), np.array(orient[3:])
-    if abs(np.linalg.norm(row) - 1) > 0.01 or abs(np.linalg.norm(col) - 1) > 0.01 \
-            or abs(float(np.dot(row, col))) > 0.01:
+    if abs(np.linalg.norm(row) - 1) > _UNIT_ATOL or abs(np.linalg.norm(col) - 1) > _UNIT_ATOL \
+            or abs(float(np.dot(row, col))) > _UNIT_ATOL:
         raise DicomError(first_path, f"ImageOrientationPatient {orient} is not two unit, "
                                      "perpendicular direction cosines")
     spacing = _floats(first.PixelSpacing, 2, first_path, "PixelSpacing")
@@ -363,10 +304,7 @@ def _build_series(folder: Path, uid: str, items: list[tuple[Path, pydicom.Datase
     for path, ds in items:
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise DicomError(path, "is a multi-frame DICOM image; only one slice per file is supported")
-        o = _floats(ds.ImageOrientationPatient, 6, path, "ImageOrientationPatient")
-        if not np.allclose(o, orient, atol=_COSINE_ATOL):
-            raise DicomError(folder, f"{name}: inconsistent orientation within the series: "
-                                     f"{path.name} has {o}, {first_path.name} has {orient}")
+        _floats(ds.ImageOrientationPatient, 6, path, "ImageOrientationPatient")
         s = _floats(ds.PixelSpacing, 2, path, "PixelSpacing")
         if not np.allclose(s, spacing, rtol=_SPACING_RTOL, atol=0):
             raise DicomError(folder, f"{name}: inconsistent pixel spacing within the series: "
@@ -378,7 +316,7 @@ def _build_series(folder: Path, uid: str, items: list[tuple[Path, pydicom.Datase
         pos = np.array(_floats(ds.ImagePositionPatient, 3, path, "ImagePositionPatient"))
         inst = ds.get("InstanceNumber")
         inst = int(inst) if str(inst or "").strip().lstrip("-").isdigit() else 0  # tie-break only
-        slices.append((float(np.dot(pos, normal)), inst, path, pos))
+        slices.append((float(np.dot(pos, normal)), inst, path, pos, ds))
     slices.sort(key=lambda s: (s[0], s[1], str(s[2])))
     dist = np.array([s[0] for s in slices])
     n = len(slices)
@@ -391,25 +329,8 @@ def _build_series(folder: Path, uid: str, items: list[tuple[Path, pydicom.Datase
         raise DicomError(folder, f"{name}: duplicate slice position {dist[i]:.2f} mm "
                                  f"({slices[i][2].name} and {slices[i + 1][2].name}); the series may "
                                  "hold several acquisitions or echoes")
+    _dicom2nifti_checks(folder, name, normal, slices)
     if n > 1:
-        # Positions must advance along the normal, not sideways (gantry tilt, mixed stacks).
-        direction = (slices[-1][3] - slices[0][3]) / np.linalg.norm(slices[-1][3] - slices[0][3])
-        if not np.allclose(direction, normal, atol=_TILT_ATOL):
-            angle = float(np.degrees(np.arccos(np.clip(abs(direction @ normal), -1, 1))))
-            raise DicomError(folder, f"{name}: slice positions run {angle:.1f} degrees off the slice "
-                                     "normal (gantry tilt or not one stack of slices)")
-        ref = float(steps.min())
-        for i, step in enumerate(steps):
-            if abs(step - ref) > _STEP_ATOL_MM + _STEP_RTOL * ref:
-                ratio = step / ref
-                where = (f"between {dist[i]:.2f} and {dist[i + 1]:.2f} mm "
-                         f"({slices[i][2].name} -> {slices[i + 1][2].name})")
-                if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1:
-                    raise DicomError(folder, f"{name}: missing slice(s): a {step:.2f} mm step {where} "
-                                             f"where the slice step is {ref:.2f} mm "
-                                             f"(about {round(ratio) - 1} slice(s) missing)")
-                raise DicomError(folder, f"{name}: uneven slice spacing: a {step:.2f} mm step {where} "
-                                         f"where the smallest step is {ref:.2f} mm")
         slice_step = float((dist[-1] - dist[0]) / (n - 1))
     else:
         # One slice has no step; use the stated spacing as dicom2nifti does (1 mm if none).
@@ -515,6 +436,28 @@ def split_series(series: DicomSeries, slices_per_group: int, *,
     return plan
 
 
+# ------------------------------------------------------------------------------- reading
+def _read_slices(series: DicomSeries) -> list[pydicom.Dataset]:
+    """Every file of ``series`` read in full, in slice order; DicomError naming a bad file."""
+    datasets = []
+    for path in series.files:
+        try:
+            datasets.append(pydicom.dcmread(path))
+        except Exception as exc:  # damaged after scanning, or unreadable
+            raise DicomError(path, f"cannot be read: {type(exc).__name__}: {exc}") from exc
+    return datasets
+
+
+def _pixels(path: Path, ds: pydicom.Dataset) -> np.ndarray:
+    """The decoded pixel array of one slice; DicomError naming the file and its transfer syntax."""
+    try:
+        return ds.pixel_array
+    except Exception as exc:  # missing decoder plugin, corrupt compressed stream, ...
+        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
+        raise DicomError(path, f"pixel data cannot be decoded (transfer syntax "
+                               f"{getattr(syntax, 'name', syntax)}): {exc}") from exc
+
+
 # ---------------------------------------------------------------------------- conversion
 def series_name(series: DicomSeries) -> str:
     """A file-name stem from series number and description (+ chunk), e.g. ``003_ct_body_chunk02``."""
@@ -588,6 +531,7 @@ def convert_series(series: DicomSeries, out_path: str | os.PathLike, reorient: b
     float output (rescaled CT) is stored as int16.
 
     >>> import tempfile, nibabel as nib
+    >>> from spleen_helpers.synthetic import write_ct_series
     >>> tmp = Path(tempfile.mkdtemp())
     >>> _ = write_ct_series(np.zeros((8, 8, 5), np.int16), np.diag([-1.0, -1.0, 2.0, 1.0]), tmp)
     >>> out = convert_series(find_series(tmp)[0], tmp / "ct.nii.gz")
@@ -603,14 +547,9 @@ def convert_series(series: DicomSeries, out_path: str | os.PathLike, reorient: b
     if series.num_slices < MIN_SLICES:
         raise DicomError(series.folder, f"{series.label()}: only {series.num_slices} slice(s); "
                                         f"conversion needs at least {MIN_SLICES} (a localizer?)")
-    datasets = []
-    for path in series.files:
-        try:
-            datasets.append(pydicom.dcmread(path))
-        except Exception as exc:  # damaged after scanning, or unreadable
-            raise DicomError(path, f"cannot be read: {type(exc).__name__}: {exc}") from exc
+    datasets = _read_slices(series)
     try:
-        with _dicom2nifti_validation_on(), atomic_path(out) as tmp:
+        with _dicom2nifti_validation_on(), quiet_logger("dicom2nifti"), atomic_path(out) as tmp:
             dicom_array_to_nifti(datasets, str(tmp), reorient_nifti=reorient)
             _compact_float_image(tmp)
     except (ConversionValidationError, ConversionError) as exc:
@@ -621,12 +560,7 @@ def convert_series(series: DicomSeries, out_path: str | os.PathLike, reorient: b
     except (RuntimeError, NotImplementedError, ValueError) as exc:
         # Name the slice at fault when one cannot be decoded (cut-off copy, missing plugin).
         for path, ds in zip(series.files, datasets):
-            try:
-                ds.pixel_array
-            except Exception as slice_exc:
-                syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
-                raise DicomError(path, f"pixel data cannot be decoded (transfer syntax "
-                                       f"{getattr(syntax, 'name', syntax)}): {slice_exc}") from exc
+            _pixels(path, ds)
         raise DicomError(series.folder, f"{series.label()}: conversion failed: "
                                         f"{type(exc).__name__}: {exc}") from exc
     return out
@@ -643,6 +577,7 @@ def dicom_dir_to_nifti(in_dir: str | os.PathLike, out_dir: str | os.PathLike,
     so); every chunk must hold at least :data:`MIN_SLICES` slices. Returns the written files.
 
     >>> import tempfile, warnings
+    >>> from spleen_helpers.synthetic import write_ct_series
     >>> tmp = Path(tempfile.mkdtemp())
     >>> _ = write_ct_series(np.zeros((8, 8, 12), np.int16), np.eye(4), tmp / "in",
     ...                     series_description="CT abdomen")
@@ -677,7 +612,6 @@ def dicom_dir_to_nifti(in_dir: str | os.PathLike, out_dir: str | os.PathLike,
     return [convert_series(j, dst / f"{n}.nii.gz", reorient=reorient) for j, n in zip(jobs, names)]
 
 
-# ------------------------------------------------------------------------------ reading HU
 def load_series_hu(series: DicomSeries) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a series' pixels as rescaled values (HU for CT) and a dict of its key tags.
 
@@ -687,6 +621,7 @@ def load_series_hu(series: DicomSeries) -> tuple[np.ndarray, dict[str, Any]]:
     (JPEG 2000, RLE, ...) are decoded by pydicom's pixel handlers (pylibjpeg).
 
     >>> import tempfile
+    >>> from spleen_helpers.synthetic import write_ct_series
     >>> tmp = Path(tempfile.mkdtemp())
     >>> _ = write_ct_series(np.full((6, 4, 5), 40, np.int16), np.eye(4), tmp)
     >>> hu, tags = load_series_hu(find_series(tmp)[0])
@@ -696,28 +631,17 @@ def load_series_hu(series: DicomSeries) -> tuple[np.ndarray, dict[str, Any]]:
     from pydicom.pixels import apply_rescale
 
     slices = []
-    first: pydicom.Dataset | None = None
-    for path in series.files:
-        try:
-            ds = pydicom.dcmread(path)
-        except Exception as exc:  # damaged after scanning, or unreadable
-            raise DicomError(path, f"cannot be read: {type(exc).__name__}: {exc}") from exc
-        try:
-            arr = ds.pixel_array
-        except Exception as exc:  # missing decoder plugin, corrupt compressed stream, ...
-            syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
-            raise DicomError(path, f"pixel data cannot be decoded (transfer syntax "
-                                   f"{getattr(syntax, 'name', syntax)}): {exc}") from exc
+    datasets = _read_slices(series)
+    for path, ds in zip(series.files, datasets):
+        arr = _pixels(path, ds)
         if arr.ndim != 2:
             raise DicomError(path, f"expected one grey-level slice, got pixel array {arr.shape}")
         # float32 holds every integer HU exactly and halves the memory of float64
         slices.append(np.asarray(apply_rescale(arr, ds), dtype=np.float32).T)
-        if first is None:
-            first = ds
     vol = np.stack(slices, axis=-1)
     whole = np.array_equal(vol, np.round(vol)) and vol.min() >= -32768 and vol.max() <= 32767
     vol = vol.astype(np.int16 if whole else np.float32)
-    assert first is not None
+    first = datasets[0]
     syntax = first.file_meta.get("TransferSyntaxUID")
     tags: dict[str, Any] = {
         "PatientID": str(first.get("PatientID", "")),

@@ -13,10 +13,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["CourseError", "DataError", "DicomError", "CheckpointError", "ConfigError"]
+__all__ = ["CourseError", "DataError", "DicomError", "CheckpointError", "ConfigError", "quiet_logger"]
 
 
 class CourseError(Exception):
@@ -42,3 +45,20 @@ class CheckpointError(CourseError):
 
 class ConfigError(CourseError):
     """An option or parameter value that is out of range or unknown."""
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.CRITICAL) -> Iterator[None]:
+    """Raise the level of a library's logger for a block, then restore it.
+
+    Libraries such as dicom2nifti, papermill and MONAI's downloader log several lines per
+    problem; the course reports each problem once, in one line, so their logs are quietened
+    while it calls them.
+    """
+    logger = logging.getLogger(name)
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)

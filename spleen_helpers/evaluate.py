@@ -1,22 +1,13 @@
-"""Whole-volume inference, predictions in the original image space, and per-case metrics.
+"""Per-case metrics of predicted spleen masks, and the evaluation report of a data set.
 
-The pipeline is MONAI's spleen tutorial, made safe and measurable:
-
-1. the image goes through :func:`~spleen_helpers.transforms.infer_transforms` (intensity
-   window, ``CropForegroundd``, ``Orientationd`` to RAS, ``Spacingd`` to ``cfg.pixdim``);
-2. :func:`~spleen_helpers.model.infer_logits` runs sliding-window inference (ROI, window batch
-   size, overlap and blending from :class:`~spleen_helpers.config.CourseConfig`);
-3. MONAI's ``Invertd`` undoes step 1 on the softmax probabilities (bilinear, so the mask
-   comes back smooth rather than blocky), then ``argmax`` gives the mask and, when
-   ``cfg.keep_largest_component`` is set, MONAI's ``KeepLargestConnectedComponent`` keeps
-   the largest spleen component (a spleen is one organ);
-4. the mask is saved as ``uint8`` NIfTI (1 = spleen) with exactly the input's shape and
-   affine, atomically (never a partial file under the final name).
+:func:`evaluate_cases` segments each case with :func:`~spleen_helpers.predict.predict_volume`
+(the prediction comes back on the image's own voxel grid), scores it against its label with
+:func:`case_metrics` and writes the masks, ``metrics.csv`` and the summary.
 
 **Where the metrics are computed.** In the *original image space*: the prediction is
-brought back to the input's voxel grid (step 3) and compared with the reference label as
-it was annotated, with the voxel spacing read from the image's affine. Resampling the
-reference instead would change it (nearest-neighbour resampling adds or removes boundary
+brought back to the input's voxel grid (``Invertd`` in
+:func:`~spleen_helpers.predict.predict_volume`) and compared with the reference label as
+it was annotated, with the voxel spacing read from the image's affine. Resampling the reference instead would change it (nearest-neighbour resampling adds or removes boundary
 voxels), so the numbers would describe a different mask than the one a radiologist drew,
 and volumes in mL would depend on ``cfg.pixdim``. Surface distances use the true,
 anisotropic spacing (MONAI's ``spacing=`` argument), so they are millimetres.
@@ -44,29 +35,27 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
-from nibabel.filebasedimages import ImageFileError
 
-from .config import CourseConfig, config_for
-from .data import load_datalist, split_datalist, validate_case
+from .checkpoint import load_model
+from .config import CourseConfig
+from .data import case_name, load_datalist, split_datalist, validate_case, volume_ml, voxel_spacing
 from .errors import ConfigError, DataError
-from .fileio import atomic_path, save_nifti_atomic, write_json_atomic
-from .model import infer_logits, resolve_device
-from .train import BEST_MODEL_NAME, load_model, train
-from .transforms import infer_transforms
+from .fileio import atomic_path, write_json_atomic
+from .model import resolve_device
+from .predict import predict_volume, save_mask
 
 __all__ = [
     "CaseMetrics",
     "CaseResult",
     "EvaluationReport",
     "MetricSummary",
-    "PredictionResult",
     "METRICS",
     "METRICS_CSV",
     "SUMMARY_JSON",
@@ -74,11 +63,6 @@ __all__ = [
     "MASKS_DIR",
     "case_metrics",
     "evaluate_cases",
-    "find_or_train_model",
-    "load_image_for_inference",
-    "predict_file",
-    "predict_volume",
-    "save_mask",
 ]
 
 METRICS_CSV = "metrics.csv"
@@ -95,8 +79,6 @@ METRICS: dict[str, tuple[str, bool, int]] = {
     "pred_ml": ("pred mL", True, 1),
     "ref_ml": ("ref mL", True, 1),
 }
-
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 # ------------------------------------------------------------------------------ results
@@ -253,22 +235,6 @@ class EvaluationReport:
         return self.to_html()
 
 
-@dataclass(frozen=True)
-class PredictionResult:
-    """What :func:`predict_file` wrote: the mask, the image it is aligned with, the spleen volume."""
-
-    input: Path
-    output: Path
-    image: Path
-    shape: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-    affine: np.ndarray = field(repr=False)
-    spleen_voxels: int = 0
-    spleen_ml: float = 0.0
-    seconds: float = 0.0
-    device: str = "cpu"
-
-
 # ------------------------------------------------------------------------------ metrics
 def _binary(mask: Any, what: str) -> np.ndarray:
     arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
@@ -323,170 +289,11 @@ def case_metrics(pred: Any, ref: Any, spacing: Sequence[float]) -> CaseMetrics:
         which = ("prediction and reference are" if not (pv or rv)
                  else "prediction is" if not pv else "reference is")
         note = f"{which} empty: HD95 and ASD undefined (nan)"
-    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
-    return CaseMetrics(dice=dice, iou=iou, hd95_mm=hd95, asd_mm=asd, pred_ml=pv * voxel_ml,
-                       ref_ml=rv * voxel_ml, pred_voxels=pv, ref_voxels=rv, note=note)
-
-
-# ---------------------------------------------------------------------------- inference
-def _root_cause(exc: BaseException) -> str:
-    """The innermost message of a chain (MONAI wraps transform errors in RuntimeError)."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def _check_nifti(path: Path) -> nib.Nifti1Image:
-    """Open a NIfTI header; DataError naming the file when it is missing, not NIfTI, or not 3-D."""
-    if not path.exists():
-        raise DataError(path, "file does not exist")
-    if path.is_dir():
-        raise DataError(path, "is a folder; expected a NIfTI file (.nii or .nii.gz)")
-    try:
-        img = nib.load(path)
-    except (ImageFileError, OSError, EOFError, ValueError) as exc:
-        reason = str(exc).replace(str(path), "").strip(' "') or type(exc).__name__
-        if "Cannot work out file type" in reason:
-            reason = "not a NIfTI image (.nii/.nii.gz), or truncated"
-        raise DataError(path, f"is not a readable NIfTI image ({reason})") from None
-    if len(img.shape) != 3:
-        raise DataError(path, f"is {len(img.shape)}-D with shape {tuple(img.shape)}; expected a 3-D CT volume")
-    return img  # type: ignore[return-value]
-
-
-def load_image_for_inference(image_path: str | os.PathLike, cfg: CourseConfig) -> tuple[dict[str, Any], Any]:
-    """Run :func:`infer_transforms` on one image; return ``(data, transforms)`` for ``Invertd``.
-
-    Raises DataError naming the file when it cannot be read or preprocessed.
-    """
-    path = Path(image_path)
-    _check_nifti(path)
-    tf = infer_transforms(cfg)
-    try:
-        data = tf({"image": str(path)})
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise DataError(path, f"cannot be read or preprocessed ({_root_cause(exc)})") from None
-    return data, tf
-
-
-def predict_volume(model: torch.nn.Module, image_path: str | os.PathLike, cfg: CourseConfig,
-                   device: str | torch.device | None = None,
-                   keep_largest: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Segment the spleen in one CT NIfTI; return ``(mask, affine)`` in the image's own space.
-
-    ``mask`` is ``uint8`` (1 = spleen) with exactly the file's shape and voxel order;
-    ``affine`` is the file's affine. ``keep_largest`` defaults to
-    ``cfg.keep_largest_component``.
-
-    >>> from spleen_helpers.model import build_unet                       # doctest: +SKIP
-    >>> mask, affine = predict_volume(build_unet(cfg).eval(), "ct.nii.gz", cfg)  # doctest: +SKIP
-    """
-    from monai.transforms import Invertd, KeepLargestConnectedComponent
-
-    path = Path(image_path)
-    header = _check_nifti(path)
-    if isinstance(device, str):
-        device = resolve_device(device)
-    device = device or next(model.parameters()).device
-    keep = cfg.keep_largest_component if keep_largest is None else keep_largest
-    data, tf = load_image_for_inference(path, cfg)
-    model.eval()
-    with torch.no_grad():
-        logits = infer_logits(model, data["image"].unsqueeze(0), cfg, device)
-    # Invert the probabilities (bilinear), not the hard mask: the mask comes back smooth. With
-    # two classes argmax is "spleen probability > 0.5", and p(background) = 1 - p(spleen)
-    # stays so under linear interpolation and zero padding, so one channel is inverted, not
-    # two (half the work), and a threshold replaces an argmax over a strided full-size tensor
-    # (which took seconds on a 512x512x100 CT).
-    data["pred"] = torch.softmax(logits[0].float(), dim=0)[1:2].cpu()
-    inverted = Invertd(keys="pred", transform=tf, orig_keys="image", nearest_interp=False,
-                       to_tensor=True, device="cpu")(data)["pred"]
-    mask = (torch.as_tensor(inverted) > 0.5).to(torch.uint8)
-    if keep:
-        mask = KeepLargestConnectedComponent(applied_labels=[1])(mask)
-    mask_np = np.asarray(torch.as_tensor(mask)[0].cpu().numpy(), dtype=np.uint8)
-    if mask_np.shape != tuple(header.shape):  # a wrong result must never pass silently
-        raise RuntimeError(f"{path}: the inverted prediction has shape {mask_np.shape}, "
-                           f"the image {tuple(header.shape)}")
-    return mask_np, np.asarray(header.affine, dtype=np.float64)
-
-
-def save_mask(mask: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write ``mask`` as ``uint8`` NIfTI with ``affine`` (sform and qform), atomically.
-
-    >>> import tempfile
-    >>> out = save_mask(np.ones((2, 3, 4), np.uint8), np.eye(4), Path(tempfile.mkdtemp()) / "m.nii.gz")
-    >>> nib.load(out).shape, nib.load(out).get_data_dtype()
-    ((2, 3, 4), dtype('uint8'))
-    """
-    path = Path(path)
-    if not path.name.endswith(_NIFTI_SUFFIXES):
-        raise DataError(path, "output name must end in .nii.gz or .nii")
-    return save_nifti_atomic(np.asarray(mask, dtype=np.uint8), np.asarray(affine, dtype=np.float64),
-                             path, description="spleen mask (1 = spleen)")
-
-
-def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    sx, sy, sz = (float(v) for v in nib.affines.voxel_sizes(affine)[:3])
-    return (sx, sy, sz)
-
-
-def _dicom_to_nifti(folder: Path, out: Path) -> Path:
-    """Convert the single CT series in ``folder`` with the course's checked DICOM path."""
-    from .dicom import convert_series, find_series
-
-    series = find_series(folder)
-    if len(series) > 1:
-        names = "; ".join(s.label() for s in series[:4])
-        raise DataError(folder, f"holds {len(series)} DICOM series ({names}); give the folder of one series")
-    return convert_series(series[0], out)
-
-
-def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output: str | os.PathLike,
-                 cfg: CourseConfig | None = None, device: str = "auto",
-                 keep_largest: bool | None = None) -> PredictionResult:
-    """Segment the spleen in a CT NIfTI file or a DICOM folder and save the mask to ``output``.
-
-    A DICOM folder (one series) is converted with :mod:`spleen_helpers.dicom`
-    (dicom2nifti, checks on); the CT it was converted to is saved beside the mask as
-    ``<output name>_image.nii.gz``, since the mask is aligned with that volume.
-    Bad input (missing or unsafe model, a file that is no image) raises a one-line
-    :class:`~spleen_helpers.errors.CourseError`.
-
-    >>> r = predict_file("runs/unet/best_metric_model.pth", "ct.nii.gz", "mask.nii.gz")  # doctest: +SKIP
-    >>> print(f"{r.spleen_ml:.1f} mL")                                               # doctest: +SKIP
-    """
-    t0 = time.perf_counter()
-    src, out = Path(input), Path(output)
-    if not out.name.endswith(_NIFTI_SUFFIXES):
-        raise DataError(out, "output name must end in .nii.gz or .nii")
-    torch_device = resolve_device(device)
-    model, cfg = load_model(model_path, cfg, torch_device)
-    if not src.exists():
-        raise DataError(src, "input does not exist (give a CT .nii/.nii.gz file or a DICOM folder)")
-    image = src
-    if src.is_dir():
-        stem = out.name[: -len(".nii.gz")] if out.name.endswith(".nii.gz") else out.name[: -len(".nii")]
-        image = _dicom_to_nifti(src, out.with_name(f"{stem}_image.nii.gz"))
-    elif not src.name.endswith(_NIFTI_SUFFIXES):
-        raise DataError(src, "is neither a NIfTI file (.nii/.nii.gz) nor a DICOM folder")
-    mask, affine = predict_volume(model, image, cfg, torch_device, keep_largest)
-    save_mask(mask, affine, out)
-    spacing = _spacing(affine)
-    voxels = int(mask.sum())
-    return PredictionResult(input=src, output=out, image=image,
-                            shape=tuple(int(s) for s in mask.shape),  # type: ignore[arg-type]
-                            spacing=spacing, affine=affine, spleen_voxels=voxels,
-                            spleen_ml=voxels * float(np.prod(spacing)) / 1000.0,
-                            seconds=time.perf_counter() - t0, device=str(torch_device))
+    return CaseMetrics(dice=dice, iou=iou, hd95_mm=hd95, asd_mm=asd, pred_ml=volume_ml(pv, spacing_mm),
+                       ref_ml=volume_ml(rv, spacing_mm), pred_voxels=pv, ref_voxels=rv, note=note)
 
 
 # --------------------------------------------------------------------------- evaluation
-def _case_name(image: str | os.PathLike) -> str:
-    return Path(image).name.split(".")[0]
-
-
 def _select_cases(data_dir: str | os.PathLike, cfg: CourseConfig,
                   cases: str | Sequence[dict[str, str] | str] | None) -> list[dict[str, str]]:
     """The cases to evaluate: the validation split (default), all cases, or the ones named."""
@@ -505,7 +312,7 @@ def _select_cases(data_dir: str | os.PathLike, cfg: CourseConfig,
             chosen.append({"image": str(item["image"]), "label": str(item["label"])})
             continue
         if by_name is None:
-            by_name = {_case_name(c["image"]): c for c in load_datalist(data_dir)}
+            by_name = {case_name(c["image"]): c for c in load_datalist(data_dir)}
         if str(item) not in by_name:
             raise DataError(data_dir, f"no case named {item!r} (cases: {', '.join(sorted(by_name)[:8])}...)")
         chosen.append(by_name[str(item)])
@@ -555,11 +362,11 @@ def evaluate_cases(model_path: str | os.PathLike, data_dir: str | os.PathLike, o
     results: list[CaseResult] = []
     for item in selected:
         c0 = time.perf_counter()
-        name = _case_name(item["image"])
+        name = case_name(item["image"])
         info = validate_case(item["image"], item["label"])
         mask, affine = predict_volume(model, info.image, cfg, torch_device)
         ref = np.asanyarray(nib.load(info.label).dataobj)
-        spacing = _spacing(affine)
+        spacing = voxel_spacing(affine)
         metrics = case_metrics(mask, ref, spacing)
         saved = save_mask(mask, affine, masks_dir / f"{name}.nii.gz") if masks_dir else None
         result = CaseResult(name=name, image=info.image, label=info.label, prediction=saved,
@@ -588,39 +395,3 @@ def evaluate_cases(model_path: str | os.PathLike, data_dir: str | os.PathLike, o
         "seconds": report.seconds,
     }, report.summary_json)
     return report
-
-
-# ------------------------------------------------------------------------------ helpers
-def find_or_train_model(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
-                        fallback_dir: str | os.PathLike, max_epochs: int,
-                        cfg: CourseConfig | None = None, log: Callable[[str], None] = print,
-                        **overrides: Any) -> Path:
-    """The best model of ``run_dir``; if there is none, a short run trained in ``fallback_dir``.
-
-    ``run_dir`` itself is never written to (the training notebook or CLI owns it). An
-    existing best model in ``fallback_dir`` is reused. When ``max_epochs`` is shorter than
-    the validation interval, the interval is shortened to it so that a best model is saved.
-
-    >>> find_or_train_model("runs/unet", "data/synthetic", "runs/04/fallback", 2)  # doctest: +SKIP
-    """
-    best = Path(run_dir) / BEST_MODEL_NAME
-    if best.is_file():
-        log(f"using the trained model {best}")
-        return best
-    fallback = Path(fallback_dir) / BEST_MODEL_NAME
-    if fallback.is_file():
-        log(f"no model in {run_dir}; using the short fallback run {fallback}")
-        return fallback
-    if int(max_epochs) < 1:
-        raise ConfigError(None, f"max_epochs of the fallback training must be >= 1, got {max_epochs}")
-    cfg = cfg or config_for(data_dir)
-    epochs = int(max_epochs)
-    cfg = cfg.replace(**(overrides | {"max_epochs": epochs,
-                                      "val_interval": min(cfg.val_interval, epochs)}))
-    log(f"no model in {run_dir} (train one with notebook 03 or `spleen-course train`); "
-        f"training a short {epochs}-epoch run in {fallback_dir} instead")
-    result = train(data_dir, fallback_dir, cfg, overwrite=True, progress=False, log=log)
-    if not result.best_model_path.is_file():  # pragma: no cover - train validates at val_interval
-        raise DataError(fallback_dir, "training saved no best model")
-    return result.best_model_path
-

@@ -10,10 +10,14 @@ Example:
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 from matplotlib.figure import Figure
 
-__all__ = ["NotebookFigure"]
+from .fileio import atomic_path
+
+__all__ = ["NotebookFigure", "save_figure"]
 
 
 class NotebookFigure(Figure):
@@ -29,3 +33,12 @@ class NotebookFigure(Figure):
         buf = io.BytesIO()
         self.savefig(buf, format="png", dpi=self.dpi, bbox_inches="tight")
         return buf.getvalue()
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Write ``fig`` atomically; the format follows the file's suffix (``.png``, ``.pdf``, ``.svg``)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=fmt)
+    return path

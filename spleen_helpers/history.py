@@ -6,7 +6,9 @@ both one off, because epochs count from 1 and validation runs every ``val_interv
 
 Example:
     >>> h = TrainingHistory()
-    >>> h.record_epoch(1, 0.9, 1.5); h.record_epoch(2, 0.7, 1.4); h.record_validation(2, 0.55)
+    >>> h.record_epoch(1, 0.9, 1.5); h.record_epoch(2, 0.7, 1.4)
+    >>> h.record_validation(2, 0.55)  # a new best
+    True
     >>> h.best_metric, h.best_metric_epoch
     (0.55, 2)
 """
@@ -21,8 +23,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import RunLayout
 from .errors import DataError
-from .figures import NotebookFigure
+from .figures import NotebookFigure, save_figure
 from .fileio import atomic_path, write_json_atomic
 
 __all__ = ["TrainingHistory", "plot_learning_curves"]
@@ -71,8 +74,8 @@ class TrainingHistory:
 
     def save(self, run_dir: str | os.PathLike) -> None:
         """Write ``history.json`` and ``history.csv`` (one row per epoch) atomically."""
-        run_dir = Path(run_dir)
-        write_json_atomic(self.to_dict(), run_dir / "history.json")
+        layout = RunLayout(run_dir)
+        write_json_atomic(self.to_dict(), layout.history_json)
         dice_at = dict(zip(self.val_epochs, self.val_dice))
         buf = io.StringIO()
         writer = csv.writer(buf)
@@ -80,7 +83,7 @@ class TrainingHistory:
         for epoch, loss, secs in zip(self.epochs, self.train_loss, self.epoch_seconds):
             writer.writerow([epoch, f"{loss:.6f}",
                              f"{dice_at[epoch]:.6f}" if epoch in dice_at else "", f"{secs:.3f}"])
-        with atomic_path(run_dir / "history.csv") as tmp:
+        with atomic_path(layout.history_csv) as tmp:
             tmp.write_text(buf.getvalue())
 
     @classmethod
@@ -88,7 +91,7 @@ class TrainingHistory:
         """Read ``history.json`` (or the one inside a run directory)."""
         path = Path(path)
         if path.is_dir():
-            path = path / "history.json"
+            path = RunLayout(path).history_json
         try:
             return cls.from_dict(json.loads(path.read_text()))
         except FileNotFoundError:
@@ -118,6 +121,5 @@ def plot_learning_curves(history: TrainingHistory, path: str | os.PathLike | Non
         ax.grid(alpha=0.3)
     fig.tight_layout()
     if path is not None:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
+        save_figure(fig, path)
     return fig

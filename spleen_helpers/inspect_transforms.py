@@ -15,7 +15,7 @@ Notebook 02 uses these helpers to open up MONAI's pipeline:
   MONAI's crop metadata; :func:`plot_patch_centres` and :func:`plot_patches` show them.
 
 Every plot returns a pyplot-free :class:`~spleen_helpers.figures.NotebookFigure` (a
-matplotlib ``Figure`` that Jupyter shows as PNG; :func:`save_figure` writes it to a file).
+matplotlib ``Figure`` that Jupyter shows as PNG; :func:`~spleen_helpers.figures.save_figure` writes it to a file).
 Slices are drawn in array order (first array axis to the right, second upwards), so a flip
 by ``Orientationd`` is visible as a mirrored image; axis labels name the anatomical
 direction each array axis runs towards.
@@ -37,11 +37,9 @@ Example:
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import nibabel as nib
@@ -53,7 +51,6 @@ from monai.transforms import RandCropByPosNegLabeld
 from .config import CourseConfig
 from .errors import ConfigError, DataError
 from .figures import NotebookFigure
-from .fileio import atomic_path
 from .transforms import train_transforms
 
 __all__ = [
@@ -71,7 +68,6 @@ __all__ = [
     "plot_check_transforms",
     "plot_patch_centres",
     "plot_patches",
-    "save_figure",
 ]
 
 LABEL_COLOUR = "tab:red"
@@ -514,12 +510,3 @@ def plot_patches(patches: Sequence[Patch], columns: int = 4) -> Figure:
         ax.set_visible(False)
     fig.tight_layout()
     return fig
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """Write ``fig`` atomically; the format follows the file's suffix (``.png``, ``.pdf``, ``.svg``)."""
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=fmt)
-    return path

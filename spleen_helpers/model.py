@@ -19,16 +19,13 @@ from .config import CourseConfig
 from .errors import ConfigError
 
 __all__ = ["build_unet", "build_loss", "build_optimizer", "build_dice_metric", "count_parameters",
-           "adapt_roi", "infer_logits",
-           "resolve_device"]
+           "infer_logits", "resolve_device"]
 
-_NORMS = {"batch": Norm.BATCH, "instance": Norm.INSTANCE}
+_NORMS = {"batch": Norm.BATCH, "instance": Norm.INSTANCE}  # the names CourseConfig accepts
 
 
 def build_unet(cfg: CourseConfig) -> UNet:
     """MONAI UNet as in the spleen tutorial: 3D, 1 input channel, 2 classes, residual units."""
-    if cfg.norm not in _NORMS:
-        raise ConfigError(None, f"norm must be one of {sorted(_NORMS)}, got {cfg.norm!r}")
     return UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=cfg.channels,
                 strides=cfg.strides, num_res_units=cfg.num_res_units, norm=_NORMS[cfg.norm])
 
@@ -79,30 +76,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def adapt_roi(roi_size: tuple[int, ...], spatial_shape: tuple[int, ...], multiple: int = 16) -> tuple[int, ...]:
-    """Shrink a sliding-window ROI to the volume (rounded up to ``multiple``) so that small
-    volumes are not padded to a much larger window.
-
-    >>> adapt_roi((160, 160, 160), (60, 200, 45))
-    (64, 160, 48)
-    """
-    return tuple(min(int(r), -(-int(s) // multiple) * multiple) for r, s in zip(roi_size, spatial_shape))
-
-
 def infer_logits(model: torch.nn.Module, image: torch.Tensor, cfg: CourseConfig,
                  device: torch.device | None = None) -> torch.Tensor:
     """Sliding-window inference of a batch of whole volumes ``(B, 1, X, Y, Z)``; returns logits.
 
-    Uses MONAI's ``sliding_window_inference`` with the configured ROI (adapted to the volume),
-    window batch size, overlap and blending; autocast on CUDA when ``cfg.amp``.
+    MONAI's ``sliding_window_inference`` with the configured window (``roi_size``; a volume
+    smaller than the window is padded to it, as in MONAI's tutorial), window batch size,
+    overlap and blending; autocast on CUDA when ``cfg.amp``.
     """
     from monai.inferers import sliding_window_inference
 
     device = device or next(model.parameters()).device
-    factor = 1
-    for s in cfg.strides:
-        factor *= s
-    roi = adapt_roi(cfg.roi_size, tuple(image.shape[2:]), factor)
     with torch.autocast(device_type=device.type, enabled=cfg.amp and device.type == "cuda"):
-        return sliding_window_inference(image.to(device), roi, cfg.sw_batch_size, model,
+        return sliding_window_inference(image.to(device), cfg.roi_size, cfg.sw_batch_size, model,
                                         overlap=cfg.overlap, mode=cfg.blend_mode)

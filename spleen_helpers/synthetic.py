@@ -20,21 +20,30 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 from scipy import ndimage
 
 from .config import SYNTHETIC_DATASET_NAME
-from .errors import DataError
-from .fileio import save_nifti_atomic, write_json_atomic
+from .dicom import LPS_TO_RAS
+from .errors import DataError, DicomError
+from .fileio import atomic_path, save_nifti_atomic, write_json_atomic
 
-__all__ = ["PhantomSpec", "generate_case", "write_synthetic_dataset", "ensure_synthetic_dataset",
-           "GENERATOR_VERSION"]
+__all__ = ["PhantomSpec", "generate_case", "write_ct_series", "write_synthetic_dataset",
+           "ensure_synthetic_dataset", "GENERATOR_VERSION"]
+
+_HU_OFFSET = 1024   # stored value = HU + 1024, RescaleIntercept -1024
+_COSINE_ATOL = 1e-3  # the affine's axes must be perpendicular to this precision
 
 # Bumped whenever the phantom's anatomy or intensities change, so that data sets written by an
 # older version are regenerated rather than silently reused.
@@ -148,6 +157,114 @@ def generate_case(seed: int, spec: PhantomSpec | None = None) -> tuple[np.ndarra
     return image, spleen.astype(np.uint8), spec.affine()
 
 
+# ------------------------------------------------------------------------------ DICOM export
+def _uid(*parts: Any) -> str:
+    return generate_uid(entropy_srcs=[str(p) for p in parts])
+
+
+def write_ct_series(volume_hu: np.ndarray, affine: np.ndarray, out_dir: str | os.PathLike, *,
+                    patient_id: str = "ANON", series_description: str = "",
+                    series_uid: str | None = None) -> list[Path]:
+    """Write an (x, y, z) HU volume with a RAS ``affine`` as one DICOM CT file per z slice.
+
+    Pixels are stored as HU + 1024 (uint16, RescaleIntercept -1024, explicit VR little
+    endian, CT Image Storage). Geometry (ImagePositionPatient, ImageOrientationPatient,
+    PixelSpacing, SliceThickness, SpacingBetweenSlices) is the affine converted to DICOM's
+    LPS patient coordinates. UIDs are derived from the content unless ``series_uid`` is given,
+    so writing the same volume again gives the same files. Each file is written atomically;
+    stale ``CT_*.dcm`` files of an earlier, longer series in ``out_dir`` are removed.
+    Returns the files in slice order.
+
+    >>> import tempfile, pydicom
+    >>> vol = np.full((4, 3, 5), -1000, dtype=np.int16)
+    >>> files = write_ct_series(vol, np.diag([-1.0, -1.0, 2.0, 1.0]), tempfile.mkdtemp())
+    >>> len(files), pydicom.dcmread(files[1]).ImagePositionPatient
+    (5, [0.0, 0.0, 2.0])
+    """
+    out = Path(out_dir)
+    vol = np.asarray(volume_hu)
+    aff = np.asarray(affine, dtype=float)
+    if vol.ndim != 3:
+        raise DicomError(out, f"volume must be 3-D (x, y, z), got shape {vol.shape}")
+    if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
+        raise DicomError(out, f"affine must be a finite 4x4 matrix, got shape {aff.shape}")
+    if vol.size and (vol.min() < -_HU_OFFSET or vol.max() > 65535 - _HU_OFFSET):
+        raise DicomError(out, f"HU values {vol.min()}..{vol.max()} do not fit the stored range "
+                              f"{-_HU_OFFSET}..{65535 - _HU_OFFSET}")
+    if not np.allclose(vol, np.round(vol)):
+        raise DicomError(out, "HU values must be whole numbers (CT stores integers)")
+
+    lps = LPS_TO_RAS @ aff  # the flip is its own inverse
+    col_vec, row_vec, slice_vec = lps[:3, 0], lps[:3, 1], lps[:3, 2]
+    dc, dr, dz = (float(np.linalg.norm(v)) for v in (col_vec, row_vec, slice_vec))
+    if min(dc, dr, dz) <= 0:
+        raise DicomError(out, "affine has a zero-length axis")
+    row_cos, col_cos = col_vec / dc, row_vec / dr  # DICOM: row cosine = direction along a row
+    normal = np.cross(row_cos, col_cos)
+    if abs(float(np.dot(row_cos, col_cos))) > _COSINE_ATOL or \
+            abs(abs(float(np.dot(normal, slice_vec / dz))) - 1) > _COSINE_ATOL:
+        raise DicomError(out, "affine is sheared or oblique between slices; DICOM CT needs "
+                              "slices stacked along the normal of their plane")
+
+    digest = hashlib.sha1(np.ascontiguousarray(vol).tobytes() + aff.tobytes()).hexdigest()
+    study_uid = _uid("study", patient_id)
+    series_uid = series_uid or _uid("series", patient_id, series_description, digest)
+    frame_uid = _uid("frame", series_uid)
+    now = datetime.datetime.now()
+    stored = (vol.astype(np.int32) + _HU_OFFSET).astype(np.uint16)
+    nz = vol.shape[2]
+    written: list[Path] = []
+    for k in range(nz):
+        sop_uid = _uid("sop", series_uid, k)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = sop_uid
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.Modality = "CT"
+        ds.Manufacturer = "spleen-course"
+        ds.PatientID = patient_id
+        ds.PatientName = patient_id
+        ds.StudyDate = ds.SeriesDate = now.strftime("%Y%m%d")
+        ds.StudyID = "1"
+        ds.SeriesNumber = 1
+        ds.SeriesDescription = series_description
+        ds.InstanceNumber = k + 1
+        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+        ds.ImagePositionPatient = [round(float(v), 6) for v in lps[:3, :3] @ [0, 0, k] + lps[:3, 3]]
+        ds.ImageOrientationPatient = [round(float(v), 8) for v in (*row_cos, *col_cos)]
+        ds.PixelSpacing = [round(dr, 6), round(dc, 6)]  # (row spacing, column spacing)
+        ds.SliceThickness = round(dz, 6)
+        ds.SpacingBetweenSlices = round(dz, 6)
+        ds.SliceLocation = round(float(np.dot(normal, ds.ImagePositionPatient)), 6)
+        ds.RescaleSlope = 1
+        ds.RescaleIntercept = -_HU_OFFSET
+        ds.RescaleType = "HU"
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = vol.shape[1], vol.shape[0]
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 0
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()  # (rows, columns)
+        path = out / f"CT_{k + 1:05d}.dcm"
+        with atomic_path(path) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
+        written.append(path)
+    keep = {p.name for p in written}
+    for stale in out.glob("CT_[0-9][0-9][0-9][0-9][0-9].dcm"):
+        if stale.name not in keep:
+            stale.unlink()
+    return written
+
+
 def write_synthetic_dataset(out_dir: str | os.PathLike, num_cases: int = 12,
                             spec: PhantomSpec | None = None, seed: int = 0, dicom: bool = False,
                             overwrite: bool = False) -> Path:
@@ -174,8 +291,6 @@ def write_synthetic_dataset(out_dir: str | os.PathLike, num_cases: int = 12,
         save_nifti_atomic(image, affine, out / "imagesTr" / name)
         save_nifti_atomic(label, affine, out / "labelsTr" / name)
         if dicom:
-            from .dicom import write_ct_series
-
             write_ct_series(image, affine, out / "dicom" / f"spleen_{k}",
                             patient_id=f"SYNTH{seed:03d}-{k:03d}",
                             series_description=f"synthetic abdomen CT case {k}")

@@ -35,19 +35,18 @@ from monai.transforms import AsDiscrete
 from monai.utils import set_determinism
 from tqdm.auto import tqdm
 
-from .checkpoint import FORMAT_VERSION, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from .config import CourseConfig, config_for
+from .checkpoint import (FORMAT_VERSION, capture_rng_state, check_model_signature, load_checkpoint,
+                         restore_rng_state, save_checkpoint)
+from .config import CourseConfig, RunLayout, config_for
 from .data import load_datalist, split_datalist, validate_dataset
-from .errors import CheckpointError, ConfigError, CourseError
+from .errors import ConfigError, DataError
 from .fileio import write_json_atomic
 from .history import TrainingHistory, plot_learning_curves
 from .model import build_dice_metric, build_loss, build_optimizer, build_unet, infer_logits, resolve_device
 from .transforms import train_transforms, val_transforms
 
-__all__ = ["TrainResult", "train", "build_loaders", "load_model", "make_train_step", "validate_dice", "CHECKPOINT_NAME", "BEST_MODEL_NAME"]
-
-CHECKPOINT_NAME = "checkpoint.pt"
-BEST_MODEL_NAME = "best_metric_model.pth"
+__all__ = ["TrainResult", "train", "build_loaders", "find_or_train_model", "make_train_step",
+           "validate_dice"]
 
 
 @dataclass
@@ -69,11 +68,11 @@ class TrainResult:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / CHECKPOINT_NAME
+        return RunLayout(self.run_dir).checkpoint
 
     @property
     def best_model_path(self) -> Path:
-        return self.run_dir / BEST_MODEL_NAME
+        return RunLayout(self.run_dir).best_model
 
 
 def build_loaders(train_files: list[dict], val_files: list[dict], cfg: CourseConfig,
@@ -120,49 +119,6 @@ def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lo
     return step
 
 
-def _check_signature(saved: dict[str, Any], cfg: CourseConfig, path: Path) -> None:
-    """A checkpoint only fits a network of the same shape: say so instead of a shape traceback."""
-    if saved != cfg.model_signature():
-        diffs = [f"{k}: checkpoint {saved.get(k)} vs now {v}" for k, v in cfg.model_signature().items()
-                 if saved.get(k) != v]
-        raise CheckpointError(path, "was saved with a different model configuration ("
-                                    + "; ".join(diffs) + ")")
-
-
-def load_model(path: str | os.PathLike, cfg: CourseConfig | None = None,
-               device: str | torch.device = "cpu") -> tuple[torch.nn.Module, CourseConfig]:
-    """Load a UNet from ``best_metric_model.pth`` or ``checkpoint.pt`` (safely), in eval mode.
-
-    The network's configuration comes from the file; ``cfg`` (if given) supplies the
-    inference settings and must describe the same network. A plain state dict (as MONAI's
-    tutorial saves) is accepted when ``cfg`` is given.
-    """
-    path = Path(path)
-    device = torch.device(device) if isinstance(device, str) else device
-    state = load_checkpoint(path, map_location=device)
-    if "model_state_dict" in state:
-        try:
-            saved_cfg = CourseConfig.from_dict(state["config"]) if "config" in state else None
-        except (CourseError, TypeError, ValueError) as exc:
-            raise CheckpointError(path, f"holds an unusable configuration ({exc})") from None
-        weights = state["model_state_dict"]
-    else:
-        saved_cfg, weights = None, state
-    if cfg is None:
-        if saved_cfg is None:
-            raise CheckpointError(path, "holds bare weights without a configuration; pass cfg")
-        cfg = saved_cfg
-    elif saved_cfg is not None:
-        _check_signature(saved_cfg.model_signature(), cfg, path)
-    model = build_unet(cfg)
-    try:
-        model.load_state_dict(weights)
-    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(path, f"does not fit the configured UNet ({first})") from None
-    return model.to(device).eval(), cfg
-
-
 def validate_dice(model: torch.nn.Module, loader: Any, cfg: CourseConfig, device: torch.device) -> float:
     """Mean Dice over the validation volumes (sliding window, argmax, spleen channel).
 
@@ -195,15 +151,16 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
     finished run). Without it, an existing run is an error unless ``overwrite=True``.
     """
     run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     cfg = (cfg or config_for(data_dir))
     if overrides:
         cfg = cfg.replace(**overrides)
     device = resolve_device(cfg.device)
-    ckpt_path = run_dir / CHECKPOINT_NAME
+    ckpt_path = layout.checkpoint
     state: dict[str, Any] | None = None
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location=device)
-        _check_signature(state.get("model_signature", {}), cfg, ckpt_path)
+        check_model_signature(state.get("model_signature", {}), cfg, ckpt_path)
     elif ckpt_path.exists() and not overwrite:
         raise ConfigError(ckpt_path, "a run already exists here; resume it (resume=True / --resume), "
                                      "or choose another run directory, or overwrite=True")
@@ -233,7 +190,7 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
         log(f"resumed from {ckpt_path} at epoch {state['epoch']} "
             f"(best Dice {history.best_metric:.4f} at epoch {history.best_metric_epoch})")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(cfg.to_dict() | {"data_dir": str(Path(data_dir).resolve())}, run_dir / "config.json")
+    write_json_atomic(cfg.to_dict() | {"data_dir": str(Path(data_dir).resolve())}, layout.config_json)
     log(f"training on {device} ({len(train_files)} train / {len(val_files)} val cases), "
         f"epochs {start_epoch}..{cfg.max_epochs}, run dir {run_dir}")
 
@@ -255,7 +212,7 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
             message += f" val Dice {dice:.4f}"
             if improved:
                 save_checkpoint({"model_state_dict": model.state_dict(), "config": cfg.to_dict(),
-                                 "epoch": epoch, "best_metric": dice}, run_dir / BEST_MODEL_NAME)
+                                 "epoch": epoch, "best_metric": dice}, layout.best_model)
                 message += " (new best, saved)"
         history.record_epoch(epoch, epoch_loss, time.perf_counter() - t0)
         save_checkpoint({
@@ -276,9 +233,43 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
         }, ckpt_path)
         history.save(run_dir)
         if epoch % cfg.val_interval == 0 or epoch == cfg.max_epochs:  # the plot changes little in between
-            plot_learning_curves(history, run_dir / "learning_curves.png")
+            plot_learning_curves(history, layout.learning_curves)
         log(message)
     epochs_run = max(0, cfg.max_epochs - start_epoch + 1)
     log(f"done: best val Dice {history.best_metric:.4f} at epoch {history.best_metric_epoch}; "
         f"{history.wall_seconds:.1f} s of training in total")
     return TrainResult(run_dir=run_dir, config=cfg, history=history, epochs_run=epochs_run)
+
+
+def find_or_train_model(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
+                        fallback_dir: str | os.PathLike, max_epochs: int,
+                        cfg: CourseConfig | None = None, log: Callable[[str], None] = print,
+                        **overrides: Any) -> Path:
+    """The best model of ``run_dir``; if there is none, a short run trained in ``fallback_dir``.
+
+    ``run_dir`` itself is never written to (the training notebook or CLI owns it). An
+    existing best model in ``fallback_dir`` is reused. When ``max_epochs`` is shorter than
+    the validation interval, the interval is shortened to it so that a best model is saved.
+
+    >>> find_or_train_model("runs/unet", "data/synthetic", "runs/04/fallback", 2)  # doctest: +SKIP
+    """
+    best = RunLayout(run_dir).best_model
+    if best.is_file():
+        log(f"using the trained model {best}")
+        return best
+    fallback = RunLayout(fallback_dir).best_model
+    if fallback.is_file():
+        log(f"no model in {run_dir}; using the short fallback run {fallback}")
+        return fallback
+    if int(max_epochs) < 1:
+        raise ConfigError(None, f"max_epochs of the fallback training must be >= 1, got {max_epochs}")
+    cfg = cfg or config_for(data_dir)
+    epochs = int(max_epochs)
+    cfg = cfg.replace(**(overrides | {"max_epochs": epochs,
+                                      "val_interval": min(cfg.val_interval, epochs)}))
+    log(f"no model in {run_dir} (train one with notebook 03 or `spleen-course train`); "
+        f"training a short {epochs}-epoch run in {fallback_dir} instead")
+    result = train(data_dir, fallback_dir, cfg, overwrite=True, progress=False, log=log)
+    if not result.best_model_path.is_file():  # pragma: no cover - train validates at val_interval
+        raise DataError(fallback_dir, "training saved no best model")
+    return result.best_model_path

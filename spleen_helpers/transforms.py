@@ -13,8 +13,8 @@ Example:
     >>> names = [type(t).__name__ for t in train_transforms(CourseConfig()).transforms]
     >>> names[:4]
     ['LoadImaged', 'EnsureChannelFirstd', 'ScaleIntensityRanged', 'CropForegroundd']
-    >>> names[-1]
-    'RandCropByPosNegLabeld'
+    >>> names[-2:]
+    ['RandCropByPosNegLabeld', 'EnsureTyped']
 """
 
 from __future__ import annotations

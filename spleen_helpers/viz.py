@@ -6,15 +6,18 @@ selector (sagittal / coronal / axial), an overlay switch and an opacity slider. 
 drawn with matplotlib into PNG bytes shown by an ``ipywidgets.Image``, which works the same
 in JupyterLab, Colab and headless runs (no interactive matplotlib backend needed).
 :func:`plot_slices` draws the same panels for a few slices into a static
-:class:`matplotlib.figure.Figure` (for executed notebooks and HTML), and
-:func:`plot_learning_curves` (from :mod:`spleen_helpers.history`) is re-exported here.
+:class:`matplotlib.figure.Figure` (for executed notebooks and HTML). The viewer's display
+also carries a PNG of its first view, so saved notebooks, their HTML, GitHub and nbviewer
+show a picture where no widget can run.
 
 Inputs are numpy arrays, torch tensors (a leading channel of size 1 is dropped; a
 multi-channel prediction is ``argmax``-ed) or NIfTI paths. Paths are loaded with nibabel and
 shown in canonical RAS orientation (``nib.as_closest_canonical``), with the voxel spacing as
-aspect ratio; arrays are shown as given, axes taken as (x, y, z). Slices are displayed
-transposed with the origin at the bottom, so in RAS the patient's right is on the image's
-right and superior is up (as in notebook 01).
+aspect ratio; arrays are shown as given, axes taken as (x, y, z). Slices are displayed in
+the radiological convention CT is read in: transposed, origin at the bottom and the
+horizontal axis reversed, so in RAS the patient's right is on the image's left (axial and
+coronal views), anterior is on the left in sagittal views, and superior is up. Notebook 01's
+three-plane view uses the same convention and :data:`CT_WINDOW`.
 
 Example:
     >>> import numpy as np
@@ -39,12 +42,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from .data import check_same_grid, open_nifti
 from .errors import DataError
 from .figures import NotebookFigure
-from .history import plot_learning_curves
 
-__all__ = ["SliceViewer", "slice_viewer", "plot_slices", "plot_learning_curves", "load_volume",
-           "AXIS_NAMES", "CT_WINDOW"]
+__all__ = ["SliceViewer", "slice_viewer", "plot_slices", "load_volume", "AXIS_NAMES", "CT_WINDOW"]
 
 AXIS_NAMES = ("sagittal", "coronal", "axial")  # the plane normal to array axis 0, 1, 2
 CT_WINDOW = (-200.0, 300.0)                      # soft-tissue window in HU, as in notebook 01
@@ -60,6 +62,10 @@ class _Volume:
                  source: Path | None, affine: np.ndarray | None) -> None:
         self.data, self.spacing, self.source, self.affine = data, spacing, source, affine
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
 
 def load_volume(value: Any, name: str = "image", mask: bool = False,
                 spacing: Sequence[float] | None = None) -> _Volume:
@@ -72,16 +78,10 @@ def load_volume(value: Any, name: str = "image", mask: bool = False,
     zooms: tuple[float, ...] | None = None
     if isinstance(value, (str, os.PathLike)):
         import nibabel as nib
-        from nibabel.filebasedimages import ImageFileError
 
         source = Path(value)
-        if not source.is_file():
-            raise DataError(source, f"{name} file does not exist")
-        try:
-            img = nib.as_closest_canonical(nib.load(source))
-            arr = np.asanyarray(img.dataobj)
-        except (ImageFileError, OSError, EOFError, ValueError) as exc:
-            raise DataError(source, f"{name} is not a readable NIfTI image ({exc})") from None
+        img = nib.as_closest_canonical(open_nifti(source, name, read_data=True)[0])
+        arr = np.asanyarray(img.dataobj)
         affine = np.asarray(img.affine)
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     elif hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor / MetaTensor
@@ -121,12 +121,9 @@ def _load_all(image: Any, label: Any, prediction: Any,
         where = next((v.source for v in (lab, pred, img) if v is not None and v.source), None)
         raise DataError(where, f"shapes differ: {listed}; image, label and prediction must be "
                                "the same grid")
-    for other in (lab, pred):
+    for other, what in ((lab, "label"), (pred, "prediction")):
         if other is not None and other.affine is not None and img.affine is not None:
-            diff = float(np.abs(other.affine - img.affine).max())
-            if not diff <= 1e-3:
-                raise DataError(other.source, f"affine differs from the image's ({img.source}) by up "
-                                              f"to {diff:.3g} mm: they are not on the same grid")
+            check_same_grid(img, other, img.source, other.source, what)
     return img, lab, pred
 
 

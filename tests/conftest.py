@@ -50,3 +50,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
         shutil.rmtree(home, ignore_errors=True)
         os.environ.pop("SPLEEN_COURSE_HOME", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny UNet saved the way training saves its best model (2 validation cases)."""
+    from support import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("model"), val_count=2)

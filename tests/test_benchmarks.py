@@ -167,21 +167,21 @@ def test_gpu_recipe_caches_up_to_the_first_random_transform() -> None:
     assert isinstance(val_tf.transforms[-1], ToDeviced)
 
 
-def test_bench_cli_refuses_an_unknown_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
-    from spleen_helpers.cli import main
+def test_an_unknown_benchmark_is_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.runner import main
 
-    assert main(["bench", "--only", "no-such-benchmark"]) == 2
+    assert main(["--only", "no-such-benchmark"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no-such-benchmark" in err and err.count("\n") == 0
 
 
-def test_bench_cli_runs_the_quick_course_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from spleen_helpers.cli import main
+def test_the_entry_point_runs_the_quick_course_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.runner import main
 
     out = tmp_path / "B.md"
-    assert main(["bench", "--quick", "--only", "course", "--output", str(out)]) == 0
+    assert main(["--quick", "--only", "course", "--output", str(out)]) == 0
     _, rows = parse_table(read_section(out.read_text(), "course"))
     assert rows[-1]["notebook"] == "total (pytest wall time)" and rows[-1]["status"] == "passed"
-    assert rows[-1]["command"] == f"spleen-course bench --quick --only course --output {out}"
+    assert rows[-1]["command"] == f"python -m benchmarks --quick --only course --output {out}"
     assert read_section(out.read_text(), "efficiency") == [NOT_MEASURED]

@@ -13,7 +13,7 @@ import nibabel as nib
 import pytest
 
 from spleen_helpers import __version__
-from spleen_helpers.cli import build_parser, main
+from spleen_helpers.tools.cli import build_parser, main
 
 
 def subcommands() -> list[str]:
@@ -27,8 +27,22 @@ SUBCOMMANDS = subcommands()
 
 
 def test_the_course_subcommands_are_there() -> None:
-    assert {"synth", "dicom2nifti", "train", "evaluate", "predict", "download", "run-course",
-            "bench"} <= set(SUBCOMMANDS)
+    assert {"synth", "dicom2nifti", "train", "evaluate", "predict", "download",
+            "run-course"} <= set(SUBCOMMANDS)
+
+
+def test_the_package_never_reaches_into_the_checkout() -> None:
+    """The benchmarks run as ``python -m benchmarks`` from a checkout; the installed package
+    neither imports them nor edits ``sys.path``."""
+    import re
+
+    import spleen_helpers
+
+    root = Path(spleen_helpers.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "sys.path" not in text and "importlib" not in text, path
+        assert not re.search(r"^\s*(import|from)\s+benchmarks\b", text, re.MULTILINE), path
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

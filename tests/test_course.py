@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from spleen_helpers.course import (
+from spleen_helpers.tools.course import (
     course_notebooks,
     notebook_parameters,
     parse_parameter_value,

@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spleen_helpers.cli import main
+from spleen_helpers.tools.cli import main
 from spleen_helpers.config import CourseConfig
 from spleen_helpers.data import (
     CaseInfo,

@@ -24,7 +24,6 @@ from spleen_helpers.inspect_transforms import (
     plot_patches,
     plot_steps,
     sample_patches,
-    save_figure,
     select_case,
     spleen_centre_mm,
     summary_table,
@@ -195,12 +194,6 @@ def test_plot_check_transforms_defaults_to_the_slice_with_most_spleen() -> None:
         plot_check_transforms(img, lab, slice_index=9)
     with pytest.raises(DataError, match="differ"):
         plot_check_transforms(img, lab[:4])
-
-
-def test_save_figure_writes_a_png_atomically(summaries, tmp_path: Path) -> None:
-    out = save_figure(plot_steps(summaries[:2]), tmp_path / "figs" / "steps.png")
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [p.name for p in out.parent.iterdir()] == ["steps.png"]
 
 
 # --------------------------------------------------------------------------- patches

@@ -8,7 +8,6 @@ import torch
 from spleen_helpers.config import CourseConfig
 from spleen_helpers.errors import ConfigError
 from spleen_helpers.model import (
-    adapt_roi,
     build_dice_metric,
     build_loss,
     build_optimizer,
@@ -100,19 +99,6 @@ def test_unknown_device_is_a_config_error(name: str) -> None:
 
 
 # --------------------------------------------------------------------------- inference
-@pytest.mark.parametrize("roi, shape, multiple, expected", [
-    ((160, 160, 160), (60, 200, 45), 16, (64, 160, 48)),
-    ((64, 64, 64), (50, 42, 36), 16, (64, 48, 48)),
-    ((64, 64, 64), (33, 17, 16), 4, (36, 20, 16)),
-    ((96, 96, 96), (300, 300, 300), 16, (96, 96, 96)),
-])
-def test_adapt_roi(roi, shape, multiple, expected) -> None:
-    got = adapt_roi(roi, shape, multiple)
-    assert got == expected
-    assert all(g % multiple == 0 or g == r for g, r in zip(got, roi))
-    assert all(g <= r for g, r in zip(got, roi))
-
-
 def test_infer_logits_on_an_odd_sized_volume() -> None:
     torch.manual_seed(0)
     net = build_unet(SMALL).eval()
@@ -126,7 +112,7 @@ def test_infer_logits_on_an_odd_sized_volume() -> None:
 def test_infer_logits_is_the_network_output_when_the_volume_fits_one_window() -> None:
     torch.manual_seed(0)
     net = build_unet(SMALL).eval()
-    image = torch.rand(2, 1, 16, 16, 16)
+    image = torch.rand(2, 1, *SMALL.roi_size)
     with torch.no_grad():
         direct = net(image)
         windowed = infer_logits(net, image, SMALL, torch.device("cpu"))

@@ -87,8 +87,8 @@ def test_torch_is_pinned_exactly_and_installed_first() -> None:
 
 def test_console_script_is_declared() -> None:
     project = pyproject()["project"]
-    assert project["scripts"]["spleen-course"] == "spleen_helpers.cli:main"
-    from spleen_helpers.cli import main
+    assert project["scripts"]["spleen-course"] == "spleen_helpers.tools.cli:main"
+    from spleen_helpers.tools.cli import main
 
     assert callable(main)
 

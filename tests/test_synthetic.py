@@ -8,13 +8,17 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from scipy import ndimage
 
+from spleen_helpers.dicom import find_series
+from spleen_helpers.errors import DicomError
 from spleen_helpers.synthetic import (
     PhantomSpec,
     ensure_synthetic_dataset,
     generate_case,
+    write_ct_series,
     write_synthetic_dataset,
 )
 
@@ -193,7 +197,7 @@ def test_ensure_reuses_a_matching_set_and_regenerates_on_change(tmp_path: Path,
 def test_cli_dicom_writes_one_series_per_case(tmp_path: Path) -> None:
     import pydicom
 
-    from spleen_helpers.cli import main
+    from spleen_helpers.tools.cli import main
 
     out = tmp_path / "s"
     assert main(["synth", "--out", str(out), "--cases", "2", "--shape", "6", "24", "24", "--dicom"]) == 0
@@ -210,3 +214,68 @@ def test_cli_dicom_writes_one_series_per_case(tmp_path: Path) -> None:
     assert len(uids) == 2
     assert json.loads((out / "dataset.json").read_text())["synthetic"]["dicom"] is True
     assert os.listdir(out / "imagesTr") and os.listdir(out / "labelsTr")
+
+
+# ----------------------------------------------------------------------- DICOM export
+# x, y and z differ in size and spacing so that any swapped axis shows.
+SPEC = PhantomSpec(shape=(40, 32, 10), spacing=(3.0, 2.5, 5.0))
+
+
+def _one_line_naming(err: pytest.ExceptionInfo, path: Path) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert str(path) in msg
+    return msg
+
+
+@pytest.fixture(scope="module")
+def case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return generate_case(3, SPEC)
+
+
+@pytest.fixture
+def synth_dir(tmp_path: Path, case) -> Path:
+    image, _, affine = case
+    out = tmp_path / "dicom"
+    write_ct_series(image, affine, out, patient_id="P1", series_description="Synthetic CT")
+    return out
+
+
+def test_written_files_are_valid_ct_with_lps_geometry(synth_dir: Path, case) -> None:
+    image, _, affine = case
+    files = sorted(synth_dir.glob("*.dcm"))
+    assert len(files) == SPEC.shape[2]
+    first, last = (pydicom.dcmread(f) for f in (files[0], files[-1]))
+    assert first.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert first.file_meta.MediaStorageSOPClassUID == pydicom.uid.CTImageStorage == first.SOPClassUID
+    assert first.Modality == "CT" and first.PatientID == "P1"
+    assert first.SeriesInstanceUID == last.SeriesInstanceUID
+    assert first.StudyInstanceUID == last.StudyInstanceUID
+    assert first.FrameOfReferenceUID == last.FrameOfReferenceUID
+    assert first.SOPInstanceUID != last.SOPInstanceUID
+    assert (first.InstanceNumber, last.InstanceNumber) == (1, SPEC.shape[2])
+    # RAS diag(-sx, -sy, sz) is LPS diag(sx, sy, sz): plain axial orientation.
+    assert [float(v) for v in first.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
+    assert [float(v) for v in first.PixelSpacing] == [2.5, 3.0]  # (row spacing, column spacing)
+    assert float(first.SliceThickness) == float(first.SpacingBetweenSlices) == 5.0
+    lps_origin = np.diag([-1, -1, 1]) @ affine[:3, 3]
+    np.testing.assert_allclose([float(v) for v in first.ImagePositionPatient], lps_origin, atol=1e-4)
+    np.testing.assert_allclose(float(last.ImagePositionPatient[2]) - float(first.ImagePositionPatient[2]),
+                               5.0 * (SPEC.shape[2] - 1))
+    assert (float(first.RescaleSlope), float(first.RescaleIntercept)) == (1.0, -1024.0)
+    assert first.pixel_array.dtype == np.uint16 and first.pixel_array.shape == (32, 40)
+    np.testing.assert_array_equal(first.pixel_array.astype(np.int32) - 1024, image[:, :, 0].T)
+
+
+def test_write_refuses_values_outside_the_stored_range(tmp_path: Path) -> None:
+    vol = np.full((4, 4, 4), -2000, dtype=np.int16)
+    with pytest.raises(DicomError, match="do not fit") as err:
+        write_ct_series(vol, np.eye(4), tmp_path / "x")
+    _one_line_naming(err, tmp_path / "x")
+
+
+def test_rewriting_a_shorter_series_removes_stale_slices(tmp_path: Path) -> None:
+    write_ct_series(np.zeros((4, 4, 8), np.int16), np.eye(4), tmp_path)
+    write_ct_series(np.zeros((4, 4, 5), np.int16), np.eye(4), tmp_path)
+    assert len(list(tmp_path.glob("*.dcm"))) == 5
+    assert find_series(tmp_path)[0].num_slices == 5

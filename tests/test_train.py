@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from spleen_helpers.checkpoint import load_checkpoint, save_checkpoint
-from spleen_helpers.config import CourseConfig
+from spleen_helpers.checkpoint import load_checkpoint, load_model, save_checkpoint
+from spleen_helpers.config import CourseConfig, RunLayout
 from spleen_helpers.errors import CheckpointError, ConfigError
-from spleen_helpers.train import BEST_MODEL_NAME, CHECKPOINT_NAME, load_model, train
+from spleen_helpers.train import find_or_train_model, train
+from support import tiny_cfg
+
+CHECKPOINT_NAME, BEST_MODEL_NAME = RunLayout.CHECKPOINT, RunLayout.BEST_MODEL
 
 # A very small network and grid: the loop's logic, not its accuracy, is under test here.
 TINY = dict(channels=(4, 8, 16), strides=(2, 2), patch_size=(16, 16, 16), roi_size=(32, 32, 32),
@@ -204,3 +207,21 @@ def test_sigkill_then_resume_matches_uninterrupted(straight_run, synthetic_dir, 
     assert resumed.history.epochs == [1, 2, 3, 4]
     assert_same_weights(load_checkpoint(straight_run.checkpoint_path)["model_state_dict"],
                         load_checkpoint(resumed.checkpoint_path)["model_state_dict"])
+
+
+def test_find_or_train_model_prefers_the_run_then_trains_a_fallback(tiny_model: Path, synthetic_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    assert find_or_train_model(tiny_model.parent, synthetic_dir, tmp_path / "fb", 1,
+                               log=lambda _: None) == tiny_model
+    assert not (tmp_path / "fb").exists()
+    lines: list[str] = []
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        find_or_train_model(tmp_path / "no_run", synthetic_dir, tmp_path / "fb", 0)
+    path = find_or_train_model(tmp_path / "no_run", synthetic_dir, tmp_path / "fb", 1,
+                               cfg=tiny_cfg(val_interval=2), log=lines.append)
+    assert path == tmp_path / "fb" / BEST_MODEL_NAME and path.is_file()   # validated after epoch 1
+    assert not (tmp_path / "no_run").exists() and "training a short 1-epoch run" in lines[0]
+    # a second call reuses the fallback instead of training again
+    assert find_or_train_model(tmp_path / "no_run", synthetic_dir, tmp_path / "fb", 1,
+                               log=lines.append) == path
+    assert "using the short fallback run" in lines[-1]

@@ -6,16 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import ipywidgets as widgets
-import matplotlib
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
 
-from spleen_helpers import history
 from spleen_helpers.errors import DataError
-from spleen_helpers.viz import CT_WINDOW, SliceViewer, plot_learning_curves, plot_slices, slice_viewer
+from spleen_helpers.viz import CT_WINDOW, SliceViewer, plot_slices, slice_viewer
 
 SHAPE = (40, 30, 16)
 
@@ -162,8 +160,3 @@ def test_plot_slices_returns_a_pyplot_free_figure(volumes) -> None:
     assert len(only_image.axes) == 1 and only_image.axes[0].get_title() == f"image (coronal {SHAPE[1] // 2})"
     with pytest.raises(DataError, match=r"slices \[99\] are outside"):
         plot_slices(image, slices=[2, 99])
-
-
-def test_learning_curves_are_re_exported() -> None:
-    assert plot_learning_curves is history.plot_learning_curves
-    assert matplotlib.get_backend()  # importing viz did not break the backend

@@ -5,7 +5,7 @@ Each notebook starts with: a title cell with an Open-in-Colab badge, the install
 locally), an imports cell printing versions, then the one cell tagged ``parameters``.
 The repository URL and the git ref Colab installs from are :data:`REPO_URL` and
 :data:`REPO_REF`; ``tests/test_notebooks.py`` checks every notebook against this module, and
-``python -m spleen_helpers.notebook_setup`` rewrites the opening cells after a change here.
+``python -m spleen_helpers.tools.notebook_cells`` rewrites the opening cells after a change here.
 
 Example:
     >>> colab_install_command()[-1]
@@ -90,7 +90,9 @@ def sync_notebook(path: str | Path) -> bool:
 
 
 if __name__ == "__main__":  # pragma: no cover - maintenance helper
-    notebooks = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9]*.ipynb"))
+    from ..config import PACKAGE_DIR
+
+    notebooks = sorted((PACKAGE_DIR.parent / "notebooks").glob("[0-9]*.ipynb"))
     for nb_path in notebooks:
         print(("updated " if sync_notebook(nb_path) else "ok      ") + nb_path.name)
     sys.exit(0)

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__
-from .errors import ConfigError, CourseError
+from .. import __version__
+from ..errors import ConfigError, CourseError
 
 __all__ = ["main", "build_parser"]
 
@@ -56,7 +56,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .synthetic import PhantomSpec, write_synthetic_dataset
+    from ..synthetic import PhantomSpec, write_synthetic_dataset
 
     spec = PhantomSpec()
     if args.shape is not None:
@@ -88,7 +88,7 @@ def _add_dicom2nifti(sub: argparse._SubParsersAction) -> None:
 def _cmd_dicom2nifti(args: argparse.Namespace) -> int:
     import warnings
 
-    from .dicom import dicom_dir_to_nifti
+    from ..dicom import dicom_dir_to_nifti
 
     if args.drop_remainder and args.slices_per_group is None:
         raise ConfigError(None, "--drop-remainder needs --slices-per-group")
@@ -106,6 +106,40 @@ def _cmd_dicom2nifti(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------ train
+def _config_options(p: argparse.ArgumentParser) -> list[str]:
+    """One ``--option`` per :class:`CourseConfig` setting, typed and documented from its field.
+
+    Returns the setting names; an option left out keeps the data set's default.
+    """
+    import dataclasses
+
+    from ..config import CHOICES, CourseConfig
+
+    group = p.add_argument_group("settings", "override the data set's defaults "
+                                             "(CourseConfig fields; see spleen_helpers.config)")
+    names = []
+    for f in dataclasses.fields(CourseConfig):
+        if "help" not in f.metadata:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        kwargs: dict = {"default": None, "help": f"{f.metadata['help']} (tutorial: {default})"}
+        if isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(default, tuple):
+            item = type(default[0])
+            triple = len(default) == 3 and f.name not in ("channels", "strides")
+            kwargs.update(type=item, nargs=3 if triple else "+",
+                          metavar=("X", "Y", "Z") if triple else "N")
+        elif f.name in CHOICES:
+            kwargs["choices"] = CHOICES[f.name]
+        else:
+            kwargs["type"] = float if f.name == "val_fraction" else type(default)
+        group.add_argument(flag, **kwargs)
+        names.append(f.name)
+    return names
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the 3D UNet (resumable)",
                        description="Train the spleen UNet. Defaults come from the data set: the "
@@ -114,40 +148,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="MSD Task09-layout data set (default: the synthetic phantom, generated if missing)")
     p.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, best model, history)")
-    p.add_argument("--max-epochs", type=_non_negative_int, default=None)
-    p.add_argument("--val-interval", type=_positive_int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a run")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--cache-rate", type=float, default=None)
-    p.add_argument("--learning-rate", type=float, default=None)
-    p.add_argument("--batch-size", type=_positive_int, default=None)
-    p.add_argument("--num-samples", type=_positive_int, default=None, help="patches per volume")
-    p.add_argument("--patch-size", type=_positive_int, nargs=3, default=None, metavar=("X", "Y", "Z"))
-    p.add_argument("--roi-size", type=_positive_int, nargs=3, default=None, metavar=("X", "Y", "Z"))
-    p.add_argument("--pixdim", type=float, nargs=3, default=None, metavar=("SX", "SY", "SZ"))
-    p.add_argument("--num-workers", type=_non_negative_int, default=None)
-    p.add_argument("--loader", choices=["standard", "thread"], default=None)
-    p.add_argument("--augment", action="store_true", help="random flips, rotations, intensity shifts")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(handler=_cmd_train)
+    p.set_defaults(handler=_cmd_train, settings=_config_options(p))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import config_for
-    from .synthetic import ensure_synthetic_dataset
-    from .train import train
+    from ..config import config_for
+    from ..synthetic import ensure_synthetic_dataset
+    from ..train import train
 
     data_dir = args.data_dir if args.data_dir is not None else ensure_synthetic_dataset()
-    names = ("max_epochs", "val_interval", "device", "seed", "cache_rate", "learning_rate",
-             "batch_size", "num_samples", "patch_size", "roi_size", "pixdim", "num_workers", "loader")
-    overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    if args.amp:
-        overrides["amp"] = True
-    if args.augment:
-        overrides["augment"] = True
+    overrides = {n: getattr(args, n) for n in args.settings if getattr(args, n) is not None}
     cfg = config_for(data_dir, **overrides)
     result = train(data_dir, args.out, cfg, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress)
@@ -156,7 +169,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------------- evaluate
+# ----------------------------------------------------------------- evaluate and predict
+def _inference_options(p: argparse.ArgumentParser) -> None:
+    """The options ``evaluate`` and ``predict`` share."""
+    p.add_argument("--model", type=Path, required=True,
+                   help="best_metric_model.pth (or checkpoint.pt) of a training run")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--keep-largest", action="store_true", default=None,
+                   help="keep only the largest connected spleen component")
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a model on the validation cases",
                        description="Segment the validation cases of a data set (the split the model "
@@ -165,19 +187,15 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                                    "distance (mm), spleen volumes (mL). Writes the masks, "
                                    "metrics.csv, summary.csv and summary.json to OUT.")
     p.add_argument("--data-dir", type=Path, required=True, help="data set folder (Task09 layout)")
-    p.add_argument("--model", type=Path, required=True,
-                   help="best_metric_model.pth (or checkpoint.pt) of a training run")
     p.add_argument("--out", type=Path, required=True, help="folder for masks, metrics and summary")
     p.add_argument("--cases", choices=("val", "all"), default="val",
                    help="validation split (default) or every case")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--keep-largest", action="store_true", default=None,
-                   help="keep only the largest connected spleen component")
+    _inference_options(p)
     p.set_defaults(handler=_cmd_evaluate)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_cases
+    from ..evaluate import evaluate_cases
 
     report = evaluate_cases(args.model, args.data_dir, args.out, cases=args.cases,
                             device=args.device, keep_largest=args.keep_largest)
@@ -191,24 +209,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------- predict
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment the spleen in one CT (NIfTI file or DICOM folder)",
                        description="Segment the spleen in a CT volume (.nii/.nii.gz) or a DICOM folder "
                                    "holding one series, write the mask (uint8, 1 = spleen) with the "
                                    "input's shape and affine, and print the spleen volume in mL.")
-    p.add_argument("--model", type=Path, required=True,
-                   help="best_metric_model.pth (or checkpoint.pt) of a training run")
     p.add_argument("--input", type=Path, required=True, help="CT .nii/.nii.gz file or DICOM folder")
     p.add_argument("--output", type=Path, required=True, help="mask to write (.nii.gz)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--keep-largest", action="store_true", default=None,
-                   help="keep only the largest connected spleen component")
+    _inference_options(p)
     p.set_defaults(handler=_cmd_predict)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .evaluate import predict_file
+    from ..predict import predict_file
 
     result = predict_file(args.model, args.input, args.output, device=args.device,
                           keep_largest=args.keep_largest)
@@ -238,7 +251,7 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from .data import MSD_SPLEEN_MD5, MSD_SPLEEN_URL, download_msd_spleen
+    from ..data import MSD_SPLEEN_MD5, MSD_SPLEEN_URL, download_msd_spleen
 
     path = download_msd_spleen(args.root, url=args.url or MSD_SPLEEN_URL,
                                md5=args.md5 or MSD_SPLEEN_MD5, progress=not args.no_progress)
@@ -287,60 +300,6 @@ def _cmd_run_course(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------ bench
-BenchEntry = tuple[Callable[[argparse.ArgumentParser], None], Callable[..., Path]]
-
-
-def _benchmarks_entry() -> BenchEntry | None:
-    """``(add_arguments, run_benchmarks)`` of the checkout's ``benchmarks`` package, or None.
-
-    The benchmarks measure the notebooks, so they live beside them in the repository, not in
-    the installed package; the checkout is appended to ``sys.path`` (never shadowing anything).
-    """
-    import importlib
-
-    from .config import PACKAGE_DIR
-
-    root = PACKAGE_DIR.parent
-    if not (root / "benchmarks" / "runner.py").is_file():
-        return None
-    if str(root) not in sys.path:
-        sys.path.append(str(root))
-    runner = importlib.import_module("benchmarks.runner")
-    return runner.add_arguments, runner.run_benchmarks
-
-
-def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="measure the course's performance and append to BENCHMARKS.md",
-                       description="Measure on this machine: the course's wall time under nbmake, "
-                                   "training-loop efficiency per data loader, inference time of the "
-                                   "bundle's vs the course's settings, peak memory, and (with CUDA) "
-                                   "the GPU fast-training recipe. Rows go into BENCHMARKS.md with the "
-                                   "machine, CPU count, versions, command and date.")
-    entry = _benchmarks_entry()
-    if entry is not None:
-        entry[0](p)
-    p.set_defaults(handler=_cmd_bench)
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    import shlex
-
-    from .config import PACKAGE_DIR
-
-    entry = _benchmarks_entry()
-    if entry is None:
-        raise ConfigError(PACKAGE_DIR.parent, "has no benchmarks/ folder: the benchmarks run from a "
-                                              "checkout of the course repository")
-    # the command as typed, rebuilt from the parsed options (main() may get argv from a caller)
-    command = ["spleen-course", "bench"] + (["--quick"] if args.quick else []) \
-        + (["--only", *args.only] if args.only else []) \
-        + (["--output", str(args.output)] if args.output else []) \
-        + (["--model", str(args.model)] if args.model else []) + (["--keep"] if args.keep else [])
-    entry[1](args.only, args.quick, args.output, args.model, args.keep, command=shlex.join(command))
-    return 0
-
-
 # ----------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """The ``spleen-course`` argument parser with every subcommand."""
@@ -349,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_synth, _add_dicom2nifti, _add_train, _add_evaluate, _add_predict,
-                _add_download, _add_run_course, _add_bench):
+                _add_download, _add_run_course):
         add(sub)
     return parser
 

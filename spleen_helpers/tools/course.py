@@ -36,14 +36,14 @@ import re
 import shutil
 import time
 import tokenize
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import PACKAGE_DIR, course_home, default_runs_dir
-from .errors import ConfigError, CourseError, DataError
-from .fileio import atomic_path, write_json_atomic
+from ..config import PACKAGE_DIR, RunLayout, course_home, default_runs_dir
+from ..errors import ConfigError, CourseError, DataError, quiet_logger
+from ..fileio import atomic_path, write_json_atomic
 
 __all__ = [
     "CourseSummary",
@@ -287,18 +287,6 @@ def _check_type(name: str, value: Any, param: NotebookParameter, notebook: Path)
 
 
 # ---------------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _quiet_papermill() -> Iterator[None]:
-    """Silence papermill's per-line parser warnings and banners; errors still surface."""
-    logger = logging.getLogger("papermill")
-    old = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)
-
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -319,16 +307,16 @@ def _write_html(executed: Path, html_path: Path) -> None:
 
 def _history_stamp(run_dir: Path) -> int | None:
     try:
-        return (run_dir / "history.json").stat().st_mtime_ns
+        return RunLayout(run_dir).history_json.stat().st_mtime_ns
     except OSError:
         return None
 
 
 def _read_history(run_dir: Path, summary: CourseSummary):
     """The run's training history when it has a validation, else None (a bad file is noted)."""
-    from .history import TrainingHistory
+    from ..history import TrainingHistory
 
-    if not (run_dir / "history.json").is_file():
+    if not RunLayout(run_dir).history_json.is_file():
         return None
     try:
         history = TrainingHistory.load(run_dir)
@@ -363,7 +351,7 @@ def _execute(nb_path: Path, executed: Path, params: dict[str, Any], cell_timeout
     from papermill.exceptions import PapermillExecutionError
 
     error: str | None = None
-    with atomic_path(executed) as tmp, _quiet_papermill():
+    with atomic_path(executed) as tmp, quiet_logger("papermill", logging.ERROR):
         try:
             pm.execute_notebook(
                 str(nb_path), str(tmp), parameters=params, kernel_name=kernel_name,

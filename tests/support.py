@@ -1,0 +1,75 @@
+"""Helpers shared by the tests of prediction, evaluation and training (not a test module)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from spleen_helpers.checkpoint import save_checkpoint
+from spleen_helpers.config import CourseConfig, RunLayout
+from spleen_helpers.model import build_unet
+
+TINY = dict(channels=(4, 8, 16), strides=(2, 2), max_epochs=1, val_interval=1)
+
+
+def tiny_cfg(**kw) -> CourseConfig:
+    return CourseConfig.synthetic(**(TINY | kw))
+
+
+class ThresholdNet(torch.nn.Module):
+    """A stand-in "network": spleen where the scaled intensity exceeds ``level``.
+
+    Its output depends only on the voxel's own value, so the true answer in the original
+    space is known exactly: a flipped, shifted or resampled-wrong prediction cannot pass.
+    """
+
+    def __init__(self, level: float) -> None:
+        super().__init__()
+        self.level = level
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # gives the model a device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = (x - self.level) * 50.0
+        return torch.cat([-s, s], dim=1)
+
+
+def level_for(hu: float, cfg: CourseConfig) -> float:
+    return (hu - cfg.a_min) / (cfg.a_max - cfg.a_min)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
+    img = nib.Nifti1Image(array, affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    nib.save(img, path)
+    return path
+
+
+def lps_case(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """An asymmetric volume on an LPS, anisotropic grid: a body box with a bright inner box
+    near one corner and a small bright blob elsewhere (two components)."""
+    hu = np.full((96, 80, 24), -1000, np.int16)
+    hu[6:60, 30:76, 2:22] = 0            # "body" (foreground), off-centre
+    hu[10:40, 50:72, 4:16] = 200         # large bright box near one corner
+    hu[50:55, 34:39, 18:21] = 200        # small bright blob: a second component
+    affine = np.diag([-2.5, -2.5, 6.0, 1.0])
+    affine[:3, 3] = [120.0, 100.0, -70.0]
+    return save_nifti(hu, affine, tmp_path / "lps_ct.nii.gz"), hu, affine
+
+
+def save_tiny_model(folder: Path, **cfg_changes) -> Path:
+    """An untrained tiny UNet saved the way training saves its best model."""
+    cfg = tiny_cfg(**cfg_changes)
+    torch.manual_seed(0)
+    path = RunLayout(folder).best_model
+    save_checkpoint({"model_state_dict": build_unet(cfg).state_dict(), "config": cfg.to_dict(),
+                     "epoch": 1, "best_metric": 0.0}, path)
+    return path

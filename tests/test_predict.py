@@ -1,0 +1,141 @@
+"""Prediction: masks back in the original image space (synthetic LPS anisotropic volume and the
+real CT), NIfTI and DICOM input, saved masks, the CLI and refusals."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from spleen_helpers.config import CourseConfig
+from spleen_helpers.errors import CheckpointError, DataError
+from spleen_helpers.predict import predict_file, predict_volume, save_mask
+from spleen_helpers.tools import cli
+from support import ThresholdNet, dice, level_for, lps_case, save_nifti, tiny_cfg
+
+# ----------------------------------------------------------------- original image space
+def test_prediction_comes_back_on_the_lps_anisotropic_grid(tmp_path: Path) -> None:
+    path, hu, affine = lps_case(tmp_path)
+    cfg = tiny_cfg(pixdim=(3.0, 2.0, 4.0))
+    net = ThresholdNet(level_for(100, cfg))
+    mask, out_affine = predict_volume(net, path, cfg, "cpu", keep_largest=False)
+    assert mask.shape == hu.shape and mask.dtype == np.uint8
+    assert np.array_equal(out_affine, nib.load(path).affine)
+    truth = hu > 100
+    assert set(np.unique(mask)) == {0, 1}
+    assert dice(mask, truth) > 0.9            # a flipped or shifted mask scores near 0
+    assert mask[50:55, 34:39, 18:21].any()    # the small component survives without keep_largest
+
+    kept, _ = predict_volume(net, path, cfg, "cpu", keep_largest=True)
+    assert not kept[45:60, 30:45, 16:24].any()   # only the largest component is left
+    largest = truth.copy()
+    largest[45:] = False
+    assert dice(kept, largest) > 0.9
+
+    saved = save_mask(mask, out_affine, tmp_path / "out" / "mask.nii.gz")
+    img = nib.load(saved)
+    assert img.shape == hu.shape and img.get_data_dtype() == np.uint8
+    assert np.array_equal(img.affine, nib.load(path).affine)
+    assert nib.aff2axcodes(img.affine) == ("L", "P", "S")
+    assert np.array_equal(np.asarray(img.dataobj), mask)
+    assert not list((tmp_path / "out").glob(".*part*"))   # no temporary file left behind
+
+
+def test_prediction_on_the_real_ct_has_its_shape_and_affine(shared_data: Path, tmp_path: Path) -> None:
+    ct = shared_data / "totalsegmentator-example" / "ct.nii.gz"
+    if not ct.is_file():
+        pytest.skip(f"{ct} is not in this checkout's shared data")
+    img = nib.load(ct)
+    assert img.shape == (122, 101, 112) and nib.aff2axcodes(img.affine) == ("R", "A", "S")
+    cfg = CourseConfig()  # the tutorial's 1.5 x 1.5 x 2 mm resampling, from a 3 mm CT
+    mask, affine = predict_volume(ThresholdNet(level_for(60, cfg)), ct, cfg, "cpu")
+    assert mask.shape == img.shape and np.array_equal(affine, img.affine)
+    hu = np.asanyarray(img.dataobj)
+    assert dice(mask, hu > 60) > 0.85
+    out = save_mask(mask, affine, tmp_path / "ct_mask.nii.gz")
+    assert nib.load(out).shape == img.shape and np.array_equal(nib.load(out).affine, img.affine)
+
+
+def test_save_mask_refuses_a_name_that_is_not_nifti(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="must end in .nii.gz or .nii"):
+        save_mask(np.zeros((2, 2, 2)), np.eye(4), tmp_path / "mask.png")
+    assert not list(tmp_path.iterdir())
+
+
+def test_predict_file_from_nifti_and_from_a_dicom_folder(tiny_model: Path, tmp_path: Path) -> None:
+    from spleen_helpers.synthetic import PhantomSpec, generate_case, write_ct_series
+
+    spec = PhantomSpec(shape=(48, 48, 10), spacing=(5.0, 5.0, 8.0))
+    image, _, affine = generate_case(3, spec)
+    ct = save_nifti(image, affine, tmp_path / "ct.nii.gz")
+    r = predict_file(tiny_model, ct, tmp_path / "pred" / "mask.nii.gz", device="cpu")
+    saved = nib.load(r.output)
+    assert saved.shape == image.shape and np.array_equal(saved.affine, nib.load(ct).affine)
+    assert r.image == ct and r.spleen_voxels == int(np.asarray(saved.dataobj).sum())
+    assert r.spleen_ml == pytest.approx(r.spleen_voxels * 5 * 5 * 8 / 1000)
+
+    write_ct_series(image, affine, tmp_path / "dicom")
+    r = predict_file(tiny_model, tmp_path / "dicom", tmp_path / "pred" / "dicom_mask.nii.gz", device="cpu")
+    assert r.image == tmp_path / "pred" / "dicom_mask_image.nii.gz" and r.image.is_file()
+    converted = nib.load(r.image)
+    saved = nib.load(r.output)
+    assert saved.shape == converted.shape == image.shape
+    assert np.array_equal(saved.affine, converted.affine)
+
+
+def test_predict_file_refuses_bad_input(tiny_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mask.nii.gz"
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        predict_file(tmp_path / "missing.pth", tmp_path / "ct.nii.gz", out, device="cpu")
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as fh:
+        pickle.dump({"model_state_dict": Path("x")}, fh)
+    with pytest.raises(CheckpointError, match="refused"):
+        predict_file(evil, tmp_path / "ct.nii.gz", out, device="cpu")
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(DataError, match="neither a NIfTI file"):
+        predict_file(tiny_model, text, out, device="cpu")
+    fake = tmp_path / "fake.nii.gz"
+    fake.write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(DataError, match="fake.nii.gz: is not a readable NIfTI image"):
+        predict_file(tiny_model, fake, out, device="cpu")
+    with pytest.raises(DataError, match="input does not exist"):
+        predict_file(tiny_model, tmp_path / "nothing.nii.gz", out, device="cpu")
+    with pytest.raises(DataError, match="must end in .nii.gz or .nii"):
+        predict_file(tiny_model, fake, tmp_path / "mask.png", device="cpu")
+    four_d = save_nifti(np.zeros((4, 4, 4, 2), np.int16), np.eye(4), tmp_path / "4d.nii.gz")
+    with pytest.raises(DataError, match="4-D"):
+        predict_file(tiny_model, four_d, out, device="cpu")
+    assert not out.exists()
+
+
+# -------------------------------------------------------------------------------- CLI
+def test_cli_predict_prints_the_volume(tiny_model: Path, tmp_path: Path, capsys) -> None:
+    path, hu, _ = lps_case(tmp_path)
+    out = tmp_path / "m.nii.gz"
+    assert cli.main(["predict", "--model", str(tiny_model), "--input", str(path), "--output", str(out),
+                     "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    voxels = int(np.asarray(nib.load(out).dataobj).sum())
+    assert f"spleen volume: {voxels * 2.5 * 2.5 * 6.0 / 1000:.1f} mL ({voxels} voxels)" in printed
+    assert str(out) in printed
+
+
+def test_failed_mask_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
+    """A write that fails half-way leaves neither the final name nor a temporary behind."""
+    import nibabel
+
+    out = tmp_path / "mask.nii.gz"
+
+    def broken_save(img, filename):
+        Path(filename).write_bytes(b"\x1f\x8b partial gzip")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(nibabel, "save", broken_save)
+    with pytest.raises(OSError, match="No space"):
+        save_mask(np.ones((4, 4, 4), np.uint8), np.eye(4), out)
+    assert list(tmp_path.iterdir()) == []
