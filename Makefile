@@ -1,6 +1,6 @@
 # spleen-course: two commands do everything on a fresh machine.
 #   make course   set up .venv, then run the whole course headless (synthetic phantom)
-#   make test     set up .venv, then run the unit, notebook and browser tests
+#   make test     set up .venv, then run the unit, doctest, notebook and browser tests
 PYTHON      ?= python3
 VENV        ?= .venv
 BIN         := $(VENV)/bin
@@ -41,7 +41,7 @@ browser-deps:
 	fi
 
 test: setup browser-deps
-	$(BIN)/python -m pytest tests/ notebooks/ --nbmake -p no:cacheprovider
+	$(BIN)/python -m pytest tests/ spleen_helpers/ notebooks/ --nbmake --doctest-modules -p no:cacheprovider
 
 # The slice viewer of notebook 04 as rendered in JupyterLab, for the README: docs/img/
 # 04_evaluation_and_viewers_{viewer,slice_before,slice_after}.png. Fails rather than skips.
