@@ -128,6 +128,14 @@ def assert_same_pipeline(mine: Any, other: Any) -> None:
             raise AssertionError(f"step {i} ({names_a[i]}): {found}")
 
 
+def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-for-bit equality in which NaN equals NaN (NIfTI headers hold NaN slopes)."""
+    if a.is_floating_point():
+        nan_a, nan_b = a.isnan(), b.isnan()
+        return bool(torch.equal(nan_a, nan_b)) and bool(torch.equal(a[~nan_a], b[~nan_b]))
+    return bool(torch.equal(a, b))
+
+
 def assert_same_data(mine: Any, other: Any, where: str = "") -> None:
     """Assert that two transform outputs are identical: the same keys, every array bit for bit
     (values, shape and dtype), the same affines and metadata.
@@ -153,8 +161,8 @@ def assert_same_data(mine: Any, other: Any, where: str = "") -> None:
         if a.shape != b.shape or a.dtype != b.dtype:
             raise AssertionError(f"{here}: shape {tuple(a.shape)} {a.dtype} here, "
                                  f"{tuple(b.shape)} {b.dtype} in the other")
-        if not torch.equal(a.as_subclass(torch.Tensor), b.as_subclass(torch.Tensor)):
-            diff = (a.double() - b.double()).abs().max().item()
+        if not _equal(a.as_subclass(torch.Tensor), b.as_subclass(torch.Tensor)):
+            diff = (a.double() - b.double()).abs().nan_to_num(float("inf")).max().item()
             raise AssertionError(f"{here}: the values differ (largest difference {diff:.3g})")
         for attr in ("affine",):
             if hasattr(mine, attr) and hasattr(other, attr):
@@ -167,7 +175,8 @@ def assert_same_data(mine: Any, other: Any, where: str = "") -> None:
         for i, (x, y) in enumerate(zip(mine, other)):
             assert_same_data(x, y, f"{where}[{i}]")
         return
-    if mine != other:
+    both_nan = isinstance(mine, float) and isinstance(other, float) and math.isnan(mine) and math.isnan(other)
+    if mine != other and not both_nan:
         raise AssertionError(f"{here}: {mine!r} here, {other!r} in the other")
 
 
