@@ -68,6 +68,7 @@ __all__ = [
     "download_msd_spleen",
     "find_dataset",
     "load_datalist",
+    "load_test_cases",
     "split_datalist",
     "validate_case",
     "validate_dataset",
@@ -233,6 +234,31 @@ def load_datalist(data_dir: str | os.PathLike) -> list[dict[str, str]]:
                                     data_list_key="training", base_dir=root)
     files = [{"image": str(item["image"]), "label": str(item["label"])} for item in items]
     return _sorted_cases(files)
+
+
+def load_test_cases(data_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """The held-out test cases that have labels, as ``{"image", "label"}`` dicts sorted by name.
+
+    The phantom lists its test cases with labels under ``"test"`` in ``dataset.json``; the
+    real Task09 data lists test images without labels (the challenge kept them), so there
+    this returns ``[]``: such cases cannot be scored.
+
+    >>> from spleen_helpers.synthetic import write_synthetic_dataset
+    >>> import tempfile
+    >>> [Path(c["image"]).name for c in load_test_cases(write_synthetic_dataset(tempfile.mkdtemp(), 1, num_test=2))]
+    ['spleen_test_1.nii.gz', 'spleen_test_2.nii.gz']
+    """
+    root = find_dataset(data_dir)
+    meta = _read_dataset_json(root / "dataset.json")
+    cases = []
+    for entry in meta.get("test") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("label"), str):
+            case = {k: os.path.normpath(root / entry[k]) for k in ("image", "label")}
+            missing = [case[k] for k in ("image", "label") if not Path(case[k]).is_file()]
+            if missing:
+                raise DataError(missing[0], "does not exist, but dataset.json lists it as a test case")
+            cases.append(case)
+    return _sorted_cases(cases)
 
 
 def _sorted_cases(datalist: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -26,10 +26,12 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
@@ -44,14 +46,14 @@ from .fileio import atomic_path, save_nifti_atomic, write_json_atomic
 
 __all__ = ["PhantomSpec", "generate_case", "tilted_affine", "write_ct_series", "write_enhanced_ct",
            "write_phantom_study", "write_synthetic_dataset", "ensure_synthetic_dataset",
-           "GENERATOR_VERSION"]
+           "phantom_dir", "GENERATOR_VERSION", "DEFAULT_TEST_CASES"]
 
 _HU_OFFSET = 1024   # stored value = HU + 1024, RescaleIntercept -1024
 _COSINE_ATOL = 1e-3  # the affine's axes must be perpendicular to this precision
 
-# Bumped whenever the phantom's anatomy or intensities change, so that data sets written by an
-# older version are regenerated rather than silently reused.
-GENERATOR_VERSION = 2
+# Bumped whenever the phantom's anatomy, intensities or layout change (3: held-out test cases),
+# so that data sets written by an older version are rewritten rather than silently reused.
+GENERATOR_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -413,38 +415,62 @@ def write_phantom_study(out_dir: str | os.PathLike, seed: int = 0, spec: Phantom
     _set_pixels(ds, page)
     _save(ds, out / "99_dose_report" / "DOSE_00001.dcm")
     return out
+#: Held-out test cases written beside the training cases (``imagesTs/``, ``labelsTs/``).
+DEFAULT_TEST_CASES = 4
+_TEST_SEED_OFFSET = 50_000  # test cases come from seeds no training case of any set uses
+
+
+def _case_seed(seed: int, k: int, test: bool = False) -> int:
+    return seed * 100_003 + (_TEST_SEED_OFFSET if test else 0) + k
+
+
+def _write_dicom_case(out: Path, k: int, image: np.ndarray, affine: np.ndarray, seed: int) -> None:
+    write_ct_series(image, affine, out / "dicom" / f"spleen_{k}", patient_id=f"SYNTH{seed:03d}-{k:03d}",
+                    series_description=f"synthetic abdomen CT case {k}")
+
+
+def _parameters(num_cases: int, num_test: int, spec: PhantomSpec, seed: int) -> dict[str, Any]:
+    """What makes one phantom data set differ from another (recorded in its dataset.json)."""
+    return {"generator_version": GENERATOR_VERSION, "seed": seed, "num_training": num_cases,
+            "num_test": num_test, "shape_xyz": list(spec.shape), "spacing_xyz": list(spec.spacing),
+            "noise_hu": spec.noise_hu}
 
 
 def write_synthetic_dataset(out_dir: str | os.PathLike, num_cases: int = 12,
                             spec: PhantomSpec | None = None, seed: int = 0, dicom: bool = False,
-                            overwrite: bool = False) -> Path:
-    """Write ``num_cases`` phantoms as ``imagesTr/``, ``labelsTr/`` and ``dataset.json``.
+                            overwrite: bool = False, num_test: int = DEFAULT_TEST_CASES) -> Path:
+    """Write ``num_cases`` training phantoms and ``num_test`` held-out test phantoms in the Task09 layout.
 
-    ``dataset.json`` has the keys of the real Task09 file and is written last, so a folder
-    without it is an unfinished data set. With ``dicom=True`` each case is also written as a
-    DICOM CT series under ``dicom/spleen_K/``. Returns ``out_dir``.
+    Training cases go to ``imagesTr/`` and ``labelsTr/``; test cases, with their labels, to
+    ``imagesTs/`` and ``labelsTs/``, listed under ``"test"`` in ``dataset.json`` (never used
+    for training or model selection: notebook 04 scores them separately). ``dataset.json``
+    has the keys of the real Task09 file and is written last, so a folder without it is an
+    unfinished data set. With ``dicom=True`` each training case is also written as a DICOM
+    CT series under ``dicom/spleen_K/``. Returns ``out_dir``.
     """
     spec = spec or PhantomSpec()
     out = Path(out_dir)
     if num_cases < 1:
         raise DataError(out, f"num_cases must be >= 1, got {num_cases}")
+    if num_test < 0:
+        raise DataError(out, f"num_test must be >= 0, got {num_test}")
     if (out / "dataset.json").exists():
         if not overwrite:
             raise DataError(out / "dataset.json", "already exists; pass overwrite=True (--force) to replace it")
-        for sub in ("imagesTr", "labelsTr", "dicom"):
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs", "dicom"):
             shutil.rmtree(out / sub, ignore_errors=True)
         (out / "dataset.json").unlink()
-    training = []
-    for k in range(1, num_cases + 1):
-        image, label, affine = generate_case(seed * 100_003 + k, spec)
-        name = f"spleen_{k}.nii.gz"
-        save_nifti_atomic(image, affine, out / "imagesTr" / name)
-        save_nifti_atomic(label, affine, out / "labelsTr" / name)
-        if dicom:
-            write_ct_series(image, affine, out / "dicom" / f"spleen_{k}",
-                            patient_id=f"SYNTH{seed:03d}-{k:03d}",
-                            series_description=f"synthetic abdomen CT case {k}")
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    lists: dict[str, list[dict[str, str]]] = {"training": [], "test": []}
+    for split, count, images, labels in (("training", num_cases, "imagesTr", "labelsTr"),
+                                         ("test", num_test, "imagesTs", "labelsTs")):
+        for k in range(1, count + 1):
+            image, label, affine = generate_case(_case_seed(seed, k, test=split == "test"), spec)
+            name = f"spleen_{k}.nii.gz" if split == "training" else f"spleen_test_{k}.nii.gz"
+            save_nifti_atomic(image, affine, out / images / name)
+            save_nifti_atomic(label, affine, out / labels / name)
+            if dicom and split == "training":
+                _write_dicom_case(out, k, image, affine, seed)
+            lists[split].append({"image": f"./{images}/{name}", "label": f"./{labels}/{name}"})
     meta = {
         "name": SYNTHETIC_DATASET_NAME,
         "description": "Synthetic abdominal CT phantom with spleen labels (spleen-course)",
@@ -455,43 +481,72 @@ def write_synthetic_dataset(out_dir: str | os.PathLike, num_cases: int = 12,
         "modality": {"0": "CT"},
         "labels": {"0": "background", "1": "spleen"},
         "numTraining": num_cases,
-        "numTest": 0,
-        "training": training,
-        "test": [],
-        "synthetic": {"generator_version": GENERATOR_VERSION, "seed": seed, "shape_xyz": list(spec.shape), "spacing_xyz": list(spec.spacing),
-                      "noise_hu": spec.noise_hu, "dicom": dicom},
+        "numTest": num_test,
+        "training": lists["training"],
+        "test": lists["test"],
+        "synthetic": _parameters(num_cases, num_test, spec, seed) | {"dicom": dicom},
     }
     write_json_atomic(meta, out / "dataset.json")
     return out
 
 
-def ensure_synthetic_dataset(out_dir: str | os.PathLike | None = None, num_cases: int = 12,
-                             spec: PhantomSpec | None = None, seed: int = 0,
-                             dicom: bool = False) -> Path:
-    """Return a synthetic data set at ``out_dir`` (default: the course's data dir), writing it if needed.
+def phantom_dir(seed: int = 0) -> Path:
+    """The course's own folder for the phantom of ``seed``: ``data/synthetic`` for seed 0,
+    ``data/synthetic-seedN`` for another, so phantoms of different seeds never overwrite one
+    another (a model trained on one is evaluated on the same cases).
 
-    An existing set written with the same parameters is reused; one written with other
-    parameters is regenerated.
+    >>> phantom_dir(3).name
+    'synthetic-seed3'
     """
     from .config import default_data_dir
 
+    base = default_data_dir()
+    return base if seed == 0 else base.with_name(f"{base.name}-seed{seed}")
+
+
+def ensure_synthetic_dataset(out_dir: str | os.PathLike | None = None, num_cases: int = 12,
+                             spec: PhantomSpec | None = None, seed: int = 0,
+                             dicom: bool = False, num_test: int = DEFAULT_TEST_CASES,
+                             log: Callable[[str], None] = print) -> Path:
+    """Return the phantom data set at ``out_dir`` (default: :func:`phantom_dir` of ``seed``),
+    writing it when it does not exist yet.
+
+    A set written with the same parameters is reused as it is (with ``dicom=True``, a missing
+    DICOM export is added beside it without touching the NIfTI files). A set written with
+    other parameters is never silently replaced — a trained model or saved masks may belong
+    to it: that is a :class:`~spleen_helpers.errors.DataError` (choose another folder, or
+    rewrite it with :func:`write_synthetic_dataset` ``overwrite=True`` / ``synth --force``).
+    Only an incomplete set (files missing) or one made by an older generator version is
+    rewritten, and ``log`` says so.
+    """
     spec = spec or PhantomSpec()
-    out = Path(out_dir) if out_dir else default_data_dir()
+    out = Path(out_dir) if out_dir else phantom_dir(seed)
     meta_path = out / "dataset.json"
-    if meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-            params = meta.get("synthetic", {})
-            same = (params.get("generator_version") == GENERATOR_VERSION
-                    and meta.get("numTraining") == num_cases and params.get("seed") == seed
-                    and params.get("shape_xyz") == list(spec.shape)
-                    and params.get("spacing_xyz") == list(spec.spacing)
-                    and (params.get("dicom") or not dicom)
-                    and all((out / e["image"]).exists() and (out / e["label"]).exists()
-                            for e in meta.get("training", [])))
-        except (ValueError, AttributeError, KeyError, TypeError):
-            same = False
-        if same:
-            return out
-    return write_synthetic_dataset(out, num_cases=num_cases, spec=spec, seed=seed, dicom=dicom,
-                                   overwrite=True)
+    wanted = _parameters(num_cases, num_test, spec, seed)
+    if not meta_path.exists():
+        return write_synthetic_dataset(out, num_cases, spec, seed, dicom, num_test=num_test)
+    try:
+        meta = json.loads(meta_path.read_text())
+        found = {k: meta["synthetic"].get(k) for k in wanted}
+        complete = all((out / e[key]).exists() for part in ("training", "test")
+                       for e in meta.get(part, []) for key in ("image", "label"))
+    except (ValueError, AttributeError, KeyError, TypeError):
+        raise DataError(meta_path, "is not a phantom data set written by this course (unreadable "
+                                   "or without its parameters); choose another folder") from None
+    if found.get("generator_version") != GENERATOR_VERSION or not complete:
+        why = ("is incomplete (listed files are missing)" if complete is False
+               else f"was written by phantom generator version {found.get('generator_version')}, "
+                    f"this is version {GENERATOR_VERSION}")
+        log(f"{out}: the phantom {why}; writing it again")
+        return write_synthetic_dataset(out, num_cases, spec, seed, dicom, overwrite=True, num_test=num_test)
+    if found != wanted:
+        diffs = ", ".join(f"{k} {found[k]} (asked: {wanted[k]})" for k in wanted if found[k] != wanted[k])
+        raise DataError(out, f"holds a phantom with other parameters: {diffs}; use another folder "
+                             "(or rewrite this one with `spleen-course synth --force`)")
+    if dicom and not meta["synthetic"].get("dicom"):
+        for k, entry in enumerate(meta["training"], start=1):
+            img = nib.load(out / entry["image"])
+            _write_dicom_case(out, k, np.asanyarray(img.dataobj), img.affine, seed)
+        meta["synthetic"]["dicom"] = True
+        write_json_atomic(meta, meta_path)
+    return out

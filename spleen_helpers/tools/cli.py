@@ -44,11 +44,13 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
                        description="Write a synthetic abdominal CT phantom with spleen labels in the "
                                    "Medical Segmentation Decathlon Task09 layout.")
     p.add_argument("--out", type=Path, required=True, help="output data directory")
-    p.add_argument("--cases", type=_positive_int, default=12, help="number of cases (default 12)")
+    p.add_argument("--cases", type=_positive_int, default=12, help="number of training cases (default 12)")
     p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("Z", "Y", "X"),
                    default=None, help="voxels per volume: slices, rows, columns")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"), default=None,
                    help="voxel spacing in mm (x, y, z)")
+    p.add_argument("--test-cases", type=_non_negative_int, default=4,
+                   help="held-out test cases, with labels (imagesTs/, labelsTs/; default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--dicom", action="store_true", help="also write each case as a DICOM CT series")
     p.add_argument("--force", action="store_true", help="overwrite an existing data set")
@@ -65,7 +67,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if args.spacing is not None:
         spec = spec.replace(spacing=tuple(args.spacing))
     out = write_synthetic_dataset(args.out, num_cases=args.cases, spec=spec, seed=args.seed,
-                                  dicom=args.dicom, overwrite=args.force)
+                                  dicom=args.dicom, overwrite=args.force, num_test=args.test_cases)
     print(f"synthetic data set: {out}")
     return 0
 
@@ -209,8 +211,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                                    "metrics.csv, summary.csv and summary.json to OUT.")
     p.add_argument("--data-dir", type=Path, required=True, help="data set folder (Task09 layout)")
     p.add_argument("--out", type=Path, required=True, help="folder for masks, metrics and summary")
-    p.add_argument("--cases", choices=("val", "all"), default="val",
-                   help="validation split (default) or every case")
+    p.add_argument("--cases", choices=("val", "test", "all"), default="val",
+                   help="validation split (default), the held-out test cases, or every training case")
     _inference_options(p)
     p.set_defaults(handler=_cmd_evaluate)
 
