@@ -31,9 +31,8 @@ reconstructions):
   then checked, ordered and converted exactly like single-frame series, so both give the
   same voxels and affine. dicom2nifti's own multi-frame reader is not used: version 2.6
   ignores a rescale held in the shared functional groups (a legacy-converted phantom CT came
-  out 1024 HU too bright) and takes the geometry from the first and last frame as stored, so
-  frames stored out of order would be misplaced; the frames go to its single-frame
-  converter instead.
+  out 1024 HU too bright) and refuses frames stored out of position order
+  (``SLICE_INCREMENT_INCONSISTENT``); the frames go to its single-frame converter instead.
 * **Gantry tilt** (slices stacked off their normal) is recorded by the scan
   (:attr:`DicomSeries.tilt_deg`); :func:`convert_series` resamples such a series onto a
   regular grid with dicom2nifti and says so, or refuses it with ``tilt_correction=False``.
