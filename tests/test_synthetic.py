@@ -18,7 +18,10 @@ from spleen_helpers.synthetic import (
     PhantomSpec,
     ensure_synthetic_dataset,
     generate_case,
+    tilted_affine,
     write_ct_series,
+    write_enhanced_ct,
+    write_phantom_study,
     write_synthetic_dataset,
 )
 
@@ -311,3 +314,57 @@ def test_rewriting_a_shorter_series_removes_stale_slices(tmp_path: Path) -> None
     write_ct_series(np.zeros((4, 4, 5), np.int16), np.eye(4), tmp_path)
     assert len(list(tmp_path.glob("*.dcm"))) == 5
     assert find_series(tmp_path)[0].num_slices == 5
+
+
+def test_tilted_series_shears_the_positions_by_the_angle(case, tmp_path: Path) -> None:
+    image, _, affine = case
+    files = write_ct_series(image, affine, tmp_path / "t", gantry_tilt_deg=20.0, series_number=7)
+    first, second, last = (pydicom.dcmread(f, stop_before_pixels=True) for f in (files[0], files[1], files[-1]))
+    assert float(first.GantryDetectorTilt) == 20.0 and first.SeriesNumber == 7
+    assert [float(v) for v in first.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]  # slices stay axial
+    run = np.array(last.ImagePositionPatient, float) - np.array(first.ImagePositionPatient, float)
+    assert np.degrees(np.arctan2(run[1], run[2])) == pytest.approx(20.0, abs=1e-4)  # y (posterior) per z
+    step = np.array(second.ImagePositionPatient, float) - np.array(first.ImagePositionPatient, float)
+    np.testing.assert_allclose(step, [0.0, 5.0 * np.tan(np.radians(20.0)), 5.0], atol=1e-5)
+    # tilted_affine is the geometry the files describe, in RAS
+    np.testing.assert_allclose(np.diag([-1, -1, 1]) @ tilted_affine(affine, 20.0)[:3, 2], step, atol=1e-5)
+    straight = write_ct_series(image, affine, tmp_path / "s")
+    assert pydicom.dcmread(straight[0]).SeriesInstanceUID != first.SeriesInstanceUID
+    with pytest.raises(DicomError, match="within"):
+        write_ct_series(image, affine, tmp_path / "x", gantry_tilt_deg=75.0)
+
+
+def test_phantom_study_has_the_series_a_pacs_export_holds(tmp_path: Path) -> None:
+    study = write_phantom_study(tmp_path / "study", seed=4)
+    headers = {d.name: [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(d.iterdir())]
+               for d in study.iterdir()}
+    assert {name: len(h) for name, h in headers.items()} == {
+        "01_topogram": 3, "02_ct": 12, "03_ct_thin": 23, "99_dose_report": 1}
+    assert len({h.StudyInstanceUID for hs in headers.values() for h in hs}) == 1
+    assert {name: hs[0].SeriesNumber for name, hs in headers.items()} == {
+        "01_topogram": 1, "02_ct": 2, "03_ct_thin": 3, "99_dose_report": 999}
+    topo = headers["01_topogram"]
+    assert all("LOCALIZER" in h.ImageType for h in topo)
+    assert len({tuple(h.ImagePositionPatient) for h in topo}) == 1
+    dose = headers["99_dose_report"][0]
+    assert dose.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage and "ImagePositionPatient" not in dose
+    # the thin reconstruction holds the CT's slices at even positions and their means between
+    thick, thin = find_series(study / "02_ct")[0], find_series(study / "03_ct_thin")[0]
+    assert thin.slice_step == pytest.approx(thick.slice_step / 2)
+    np.testing.assert_allclose(thin.origin, thick.origin)
+    image, _, _ = generate_case(4, PhantomSpec(shape=(48, 48, 12), spacing=(5.0, 5.0, 6.0)))
+    np.testing.assert_array_equal(pydicom.dcmread(thin.files[4]).pixel_array.astype(np.int32) - 1024,
+                                  image[:, :, 2].T)
+
+
+def test_enhanced_ct_holds_every_slice_as_a_frame(synth_dir: Path) -> None:
+    files = sorted(synth_dir.glob("*.dcm"))
+    out = write_enhanced_ct(files, synth_dir.parent / "mf" / "ct.dcm", series_number=9)
+    ds = pydicom.dcmread(out)
+    assert ds.SOPClassUID == pydicom.uid.LegacyConvertedEnhancedCTImageStorage
+    assert int(ds.NumberOfFrames) == len(files) and ds.SeriesNumber == 9
+    positions = sorted(tuple(float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient)
+                       for item in ds.PerFrameFunctionalGroupsSequence)
+    want = sorted(tuple(float(v) for v in pydicom.dcmread(f).ImagePositionPatient) for f in files)
+    np.testing.assert_allclose(positions, want)
+    assert not list(out.parent.glob(".*part*"))  # written atomically
