@@ -13,8 +13,12 @@ The pipeline is MONAI's spleen tutorial, made safe and measurable:
 4. the mask is saved as ``uint8`` NIfTI (1 = spleen) with exactly the input's shape and
    affine, atomically (never a partial file under the final name).
 
-A DICOM folder is converted first with :mod:`spleen_helpers.dicom`. Notebook 04 writes these
-steps out by hand and checks that they give the same mask as :func:`predict_volume`.
+A DICOM folder is converted first with :mod:`spleen_helpers.dicom`; with ``dicom_seg`` the
+mask is also written as a DICOM Segmentation of that series
+(:mod:`spleen_helpers.dicom_seg`). The model is a training run's checkpoint, a MONAI bundle
+folder or ``"pretrained"`` (:mod:`spleen_helpers.pretrained`; a bundle brings the settings
+of its own inference). Notebook 04 writes these steps out by hand and checks that they give
+the same mask as :func:`predict_volume`.
 
 Example:
     >>> result = predict_file("runs/unet/best_metric_model.pth", "ct.nii.gz", "mask.nii.gz")  # doctest: +SKIP
@@ -32,12 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import load_model
 from .config import CourseConfig
 from .data import NIFTI_SUFFIXES, open_nifti, voxel_spacing, volume_ml
+from .dicom_seg import build_dicom_seg, check_seg_name, save_dicom_seg, series_for_mask
 from .errors import DataError
 from .fileio import save_nifti_atomic
 from .model import infer_logits, resolve_device
+from .pretrained import load_model_or_bundle
 from .transforms import infer_transforms
 
 __all__ = ["PredictionResult", "load_image_for_inference", "predict_file", "predict_volume", "save_mask"]
@@ -57,6 +62,7 @@ class PredictionResult:
     spleen_ml: float = 0.0
     seconds: float = 0.0
     device: str = "cpu"
+    dicom_seg: Path | None = None
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -152,12 +158,17 @@ def _dicom_to_nifti(folder: Path, out: Path) -> Path:
 
 def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output: str | os.PathLike,
                  cfg: CourseConfig | None = None, device: str = "auto",
-                 keep_largest: bool | None = None) -> PredictionResult:
+                 keep_largest: bool | None = None, dicom_seg: str | os.PathLike | None = None,
+                 fill_missing_uids: bool = False) -> PredictionResult:
     """Segment the spleen in a CT NIfTI file or a DICOM folder and save the mask to ``output``.
 
     A DICOM folder (one series) is converted with :mod:`spleen_helpers.dicom`
     (dicom2nifti, checks on); the CT it was converted to is saved beside the mask as
-    ``<output name>_image.nii.gz``, since the mask is aligned with that volume.
+    ``<output name>_image.nii.gz``, since the mask is aligned with that volume. With
+    ``dicom_seg`` (a ``.dcm`` path; DICOM input only) the mask is also written as a DICOM
+    Segmentation referencing the source series (``fill_missing_uids``: see
+    :func:`~spleen_helpers.dicom_seg.write_dicom_seg`). ``model_path`` may also be a MONAI
+    bundle folder or ``"pretrained"``.
     Bad input (missing or unsafe model, a file that is no image) raises a one-line
     :class:`~spleen_helpers.errors.CourseError`.
 
@@ -168,8 +179,12 @@ def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output
     src, out = Path(input), Path(output)
     if not out.name.endswith(NIFTI_SUFFIXES):
         raise DataError(out, "output name must end in .nii.gz or .nii")
+    seg_out = None if dicom_seg is None else check_seg_name(dicom_seg)
+    if seg_out is not None and src.exists() and not src.is_dir():
+        raise DataError(src, "a DICOM SEG needs DICOM input: a NIfTI file has no DICOM slices to "
+                             "reference (give the DICOM folder, or leave out --dicom-seg)")
     torch_device = resolve_device(device)
-    model, cfg = load_model(model_path, cfg, torch_device)
+    model, cfg = load_model_or_bundle(model_path, cfg, torch_device)
     if not src.exists():
         raise DataError(src, "input does not exist (give a CT .nii/.nii.gz file or a DICOM folder)")
     image = src
@@ -179,11 +194,18 @@ def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output
     elif not src.name.endswith(NIFTI_SUFFIXES):
         raise DataError(src, "is neither a NIfTI file (.nii/.nii.gz) nor a DICOM folder")
     mask, affine = predict_volume(model, image, cfg, torch_device, keep_largest)
+    seg = None
+    if seg_out is not None:  # built before anything is saved: a refused SEG leaves no mask behind
+        seg = build_dicom_seg(mask, affine, series_for_mask(src, affine, mask.shape),
+                              fill_missing_uids=fill_missing_uids)
     save_mask(mask, affine, out)
+    if seg is not None and seg_out is not None:
+        save_dicom_seg(seg, seg_out)
     spacing = voxel_spacing(affine)
     voxels = int(mask.sum())
     return PredictionResult(input=src, output=out, image=image,
                             shape=tuple(int(s) for s in mask.shape),  # type: ignore[arg-type]
                             spacing=spacing, affine=affine, spleen_voxels=voxels,
                             spleen_ml=volume_ml(voxels, spacing),
-                            seconds=time.perf_counter() - t0, device=str(torch_device))
+                            seconds=time.perf_counter() - t0, device=str(torch_device),
+                            dicom_seg=seg_out)
