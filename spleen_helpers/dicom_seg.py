@@ -164,7 +164,7 @@ def _source_headers(series: DicomSeries, fill_missing_uids: bool) -> list[pydico
                 setattr(h, k, uid)
         warnings.warn(f"{series.folder}: the slices have no {' and no '.join(missing)}; the SEG references "
                       f"derived UIDs ({', '.join(f'{k} {v}' for k, v in filled.items())})",
-                      DicomWarning, stacklevel=3)
+                      DicomWarning, stacklevel=4)  # the caller of write_dicom_seg / predict_file
     return headers
 
 
