@@ -22,8 +22,8 @@ notebook when set (``make readme-screenshot`` sets it to ``docs/img``). A failin
 screenshot of the whole page in ``artifacts/browser/<notebook>_failure.png``.
 
 The 3-D view (:func:`spleen_helpers.viz.view_3d`, an ipyniivue widget drawn with WebGL) is
-checked the same way in a generated notebook: its canvas must show a picture (not one flat
-colour). Where the headless browser offers no WebGL 2, the test says so and checks the static
+checked the same way in a generated notebook and in ``notebooks/05_segment_a_study.ipynb``:
+its canvas must show a picture (not one flat colour). Where the headless browser offers no WebGL 2, the test says so and checks the static
 surface picture displayed with it instead (``<notebook>_3d.png`` is saved either way).
 
 The test skips only when no Chromium executable can be found (``make browser-deps`` installs
@@ -60,6 +60,7 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 COURSE_NOTEBOOK = "04_evaluation_and_viewers.ipynb"
 SCRATCH_NOTEBOOK = "viewer_smoke.ipynb"
 VIEW3D_NOTEBOOK = "view3d_smoke.ipynb"
+COURSE_3D_NOTEBOOK = "05_segment_a_study.ipynb"
 VIEW3D_SELECTOR = ".spleen-3d-view"
 CANVAS_DRAW_TIMEOUT_S = 60
 MIN_DRAWN_FRACTION = 0.01  # pixels of the canvas that differ from its most common colour
@@ -162,6 +163,14 @@ def drawn_fraction(png: bytes) -> float:
     counts = picture.getcolors(maxcolors=picture.size[0] * picture.size[1])
     most = max(count for count, _ in counts)
     return 1.0 - most / float(picture.size[0] * picture.size[1])
+
+
+def view3d_cases() -> list[Any]:
+    """The generated 3-D view notebook, and the course notebook that shows one once it exists."""
+    cases = [pytest.param(VIEW3D_NOTEBOOK, id="view3d_smoke")]
+    if (NOTEBOOKS_DIR / COURSE_3D_NOTEBOOK).is_file():
+        cases.append(pytest.param(COURSE_3D_NOTEBOOK, id=Path(COURSE_3D_NOTEBOOK).stem))
+    return cases
 
 
 def notebook_cases() -> list[Any]:
@@ -389,11 +398,15 @@ def error_outputs(page: Any) -> list[str]:
 
 
 def wait_run_all_done(page: Any, timeout_s: float) -> None:
-    """Wait until Run All has finished: no cell queued or running, and every code cell ran or one failed."""
+    """Wait until Run All has finished: no cell queued or running, and every code cell ran or one failed.
+
+    Cells whose input is collapsed (the exercises' solutions) show an empty prompt and are not
+    counted; the cells after them are numbered only once they ran.
+    """
     page.wait_for_function(
         """(panel) => {
             const prompts = [...document.querySelectorAll(panel + ' .jp-CodeCell .jp-InputPrompt')]
-                .map(p => p.textContent);
+                .map(p => p.textContent).filter(t => t.trim() !== '');
             const busy = prompts.some(p => p.includes('*'));
             const allRun = prompts.every(p => /\\[\\d+\\]/.test(p));
             const failed = [...document.querySelectorAll(panel +
@@ -570,12 +583,15 @@ def test_slice_viewer_renders_and_follows_the_slider(
         stop_kernels(lab, notebook)
 
 
-def test_3d_view_draws_its_canvas(jupyterlab: JupyterLab, browser: Any) -> None:
+@pytest.mark.parametrize("notebook", view3d_cases())
+def test_3d_view_draws_its_canvas(notebook: str, jupyterlab: JupyterLab, browser: Any) -> None:
     """Run a notebook that shows ``view_3d`` and check that NiiVue's WebGL canvas shows a picture;
     without WebGL 2 in this browser, say so and check the static surface picture instead."""
     lab = jupyterlab
-    nb_path = lab.root / VIEW3D_NOTEBOOK
-    nbformat.write(view3d_notebook(), nb_path)
+    nb_path = lab.root / notebook
+    if notebook == VIEW3D_NOTEBOOK:
+        nbformat.write(view3d_notebook(), nb_path)
+    stem = Path(notebook).stem
     out = REPO_ROOT / "artifacts" / "browser"
     out.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -583,12 +599,21 @@ def test_3d_view_draws_its_canvas(jupyterlab: JupyterLab, browser: Any) -> None:
     console: list[str] = []
     page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}") if msg.type == "error" else None)
     try:
-        workspace = f"view3d-{secrets.token_hex(4)}"
-        page.goto(f"{lab.url}/lab/workspaces/{workspace}/tree/{VIEW3D_NOTEBOOK}?reset&token={lab.token}")
+        workspace = f"{stem}-3d-{secrets.token_hex(4)}"
+        page.goto(f"{lab.url}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={lab.token}")
         wait_kernel_idle(page, SERVER_START_TIMEOUT_S)
+        run_menu_command(page, "Edit", "Clear Outputs of All Cells")
         run_menu_command(page, "Run", "Run All Cells")
-        wait_run_all_done(page, RUN_ALL_TIMEOUT_S)
-        assert error_outputs(page) == [], f"cells show errors: {error_outputs(page)}"
+        try:
+            wait_run_all_done(page, RUN_ALL_TIMEOUT_S)
+        except Exception as exc:
+            failure = out / f"{stem}_3d_failure.png"
+            page.screenshot(path=str(failure))
+            prompts = page.locator(f"{PANEL} .jp-CodeCell .jp-InputPrompt").all_text_contents()
+            pytest.fail(f"Run All Cells of {notebook} did not finish within {RUN_ALL_TIMEOUT_S} s "
+                        f"({exc.__class__.__name__}); prompts {prompts}; page screenshot {failure}; "
+                        f"server log:\n{lab.log_tail(1500)}")
+        assert error_outputs(page) == [], f"cells of {notebook} show errors: {error_outputs(page)}"
 
         webgl2 = page.evaluate("() => !!document.createElement('canvas').getContext('webgl2')")
         if not webgl2:
@@ -596,10 +621,12 @@ def test_3d_view_draws_its_canvas(jupyterlab: JupyterLab, browser: Any) -> None:
 
             warnings.warn("this headless Chromium offers no WebGL 2: the NiiVue canvas cannot be drawn "
                           "here; checking the static surface picture instead", stacklevel=1)
-            picture = page.locator(f"{PANEL} .jp-OutputArea-output img").first
+            # the static picture is the output just before the widget's
+            area = page.locator(f"{PANEL} .jp-OutputArea", has=page.locator(VIEW3D_SELECTOR)).first
+            picture = area.locator(".jp-OutputArea-output img").first
             picture.wait_for(timeout=WIDGET_RENDER_TIMEOUT_S * 1000)
             png = picture.screenshot()
-            (out / "view3d_smoke_3d.png").write_bytes(png)
+            (out / f"{stem}_3d.png").write_bytes(png)
             assert drawn_fraction(png) >= MIN_DRAWN_FRACTION, "the static surface picture is blank"
             return
 
@@ -618,11 +645,11 @@ def test_3d_view_draws_its_canvas(jupyterlab: JupyterLab, browser: Any) -> None:
             fraction = drawn_fraction(png)
             if fraction >= MIN_DRAWN_FRACTION:
                 break
-        (out / "view3d_smoke_3d.png").write_bytes(png)
+        (out / f"{stem}_3d.png").write_bytes(png)
         assert fraction >= MIN_DRAWN_FRACTION, (
-            f"the 3-D view's canvas stayed blank ({fraction:.2%} of pixels drawn); screenshot in "
-            f"{out / 'view3d_smoke_3d.png'}; browser console: {console[-10:]}")
+            f"the 3-D view's canvas of {notebook} stayed blank ({fraction:.2%} of pixels drawn); "
+            f"screenshot in {out / f'{stem}_3d.png'}; browser console: {console[-10:]}")
         assert not [m for m in console if re.search(r"widget|anywidget|niivue", m, re.I)], console
     finally:
         context.close()
-        stop_kernels(lab, VIEW3D_NOTEBOOK)
+        stop_kernels(lab, notebook)
