@@ -9,8 +9,8 @@ it, never a tool):
   slices, as a DICOM Segmentation), ``synthetic`` (the CT phantom and its DICOM export);
 * the network: ``transforms`` (``inspect_transforms``), ``model`` (``inspect_model``),
   ``checkpoint``, ``history``;
-* the work: ``train``, ``pretrained`` (MONAI's pretrained spleen bundle, and the choice of
-  weights), ``predict``, ``evaluate`` (which uses ``predict``), ``viz``;
+* the work: ``pretrained`` (MONAI's pretrained spleen bundle), ``train`` (and the choice of
+  weights), ``predict``, ``evaluate`` (which uses ``predict``, never ``train``), ``viz``;
 * ``compare``: proofs that the notebooks' hand-written code equals the package's.
 
 ``spleen_helpers.tools`` sits on top: the ``spleen-course`` command (``cli``), the papermill

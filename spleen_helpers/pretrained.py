@@ -52,7 +52,7 @@ from typing import Any
 import torch
 
 from .checkpoint import load_checkpoint, load_model
-from .config import CourseConfig, RunLayout, course_home, default_runs_dir
+from .config import CourseConfig, course_home
 from .data import _md5
 from .errors import CheckpointError, ConfigError, CourseError, DataError, quiet_logger
 from .model import build_unet
@@ -60,14 +60,12 @@ from .model import build_unet
 __all__ = [
     "BUNDLE_NAME",
     "PretrainedBundle",
-    "ModelChoice",
     "default_bundle_root",
     "bundle_config",
     "open_bundle",
     "find_pretrained",
     "download_pretrained",
     "load_model_or_bundle",
-    "choose_model",
 ]
 
 BUNDLE_NAME = "spleen_ct_segmentation"
@@ -437,61 +435,3 @@ def load_model_or_bundle(model: str | os.PathLike, cfg: CourseConfig | None = No
     if path.is_dir() and (path / INFERENCE_CONFIG).is_file():
         return open_bundle(path).load(device)
     return load_model(path, cfg, device)
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """The weights :func:`choose_model` picked, why, and the model and settings to predict with."""
-
-    source: str            # "trained", "pretrained", "fallback" or "file"
-    path: Path
-    model: torch.nn.Module
-    config: CourseConfig
-    reason: str
-
-
-def choose_model(weights: str | os.PathLike = "auto", *, run_dir: str | os.PathLike | None = None,
-                 bundle_root: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-                 fallback_dir: str | os.PathLike | None = None, fallback_epochs: int = 1,
-                 device: str | torch.device = "cpu",
-                 log: Callable[[str], None] = print) -> ModelChoice:
-    """Pick the weights to segment with and say which (``log``).
-
-    ``weights``: ``"auto"`` = the learner's trained model (``run_dir``, default
-    ``<runs>/unet``) if there is one, else the pretrained bundle if it was downloaded (into
-    ``bundle_root``), else a short training run on the phantom (``fallback_epochs`` epochs
-    in ``fallback_dir``); ``"trained"``, ``"pretrained"`` force one of the first two (a
-    CheckpointError when it is missing); anything else is a checkpoint file or bundle folder.
-
-    >>> choice = choose_model("auto")          # doctest: +SKIP
-    >>> choice.source, choice.config.pixdim    # doctest: +SKIP
-    """
-    from .train import find_or_train_model
-
-    choice = str(weights)
-    best = RunLayout(Path(run_dir) if run_dir else default_runs_dir() / "unet").best_model
-    if choice not in ("auto", "trained", "pretrained"):
-        model, cfg = load_model_or_bundle(choice, None, device)
-        picked = ModelChoice("file", Path(choice), model, cfg, f"the weights you named: {choice}")
-    elif choice in ("auto", "trained") and best.is_file():
-        model, cfg = load_model(best, None, device)
-        picked = ModelChoice("trained", best, model, cfg, f"your trained model {best}")
-    elif choice == "trained":
-        raise CheckpointError(best, "no trained model here; train one with notebook 03 or `spleen-course train`")
-    elif (bundle := find_pretrained(bundle_root)) is not None:
-        model, cfg = bundle.load(device)
-        picked = ModelChoice("pretrained", bundle.path, model, cfg, f"the pretrained bundle: {bundle.describe()}")
-    elif choice == "pretrained":
-        raise CheckpointError(Path(bundle_root or default_bundle_root()) / BUNDLE_NAME,
-                              "no pretrained bundle here; run `spleen-course pretrained` first")
-    else:
-        if data_dir is None or fallback_dir is None:
-            raise ConfigError(None, "no trained model and no pretrained bundle: give data_dir and "
-                                    "fallback_dir for a short training run")
-        path = find_or_train_model(best.parent, data_dir, fallback_dir, fallback_epochs, log=log)
-        model, cfg = load_model(path, None, device)
-        picked = ModelChoice("fallback", path, model, cfg,
-                             f"a short {fallback_epochs}-epoch run on the phantom ({path}); no trained "
-                             "model and no pretrained bundle were found")
-    log(f"weights: {picked.reason}")
-    return picked

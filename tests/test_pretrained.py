@@ -26,13 +26,13 @@ from spleen_helpers.model import build_unet
 from spleen_helpers.pretrained import (
     BUNDLE_NAME,
     bundle_config,
-    choose_model,
     download_pretrained,
     find_pretrained,
     load_model_or_bundle,
     open_bundle,
 )
 from spleen_helpers.tools.cli import main
+from spleen_helpers.train import choose_model
 from spleen_helpers.transforms import infer_transforms
 from support import LocalServer, save_tiny_model, without_proxies
 
