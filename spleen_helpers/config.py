@@ -174,6 +174,8 @@ class CourseConfig:
     num_res_units: int = _setting(2, "residual units per UNet block")
     norm: str = _setting("batch", "normalisation layer of the UNet")
     learning_rate: float = _setting(1e-4, "Adam learning rate")
+    lr_decay: float = _setting(1.0, "the learning rate is multiplied by this after every epoch "
+                                    "(ExponentialLR; 1 = constant, the tutorial's)")
     loss: str = _setting("dice", "dice (the tutorial's) or dicece (Dice + cross-entropy, MONAI's bundle)")
     # --- training ---------------------------------------------------------------------
     max_epochs: int = _setting(600, "train up to this epoch")
@@ -298,6 +300,8 @@ class CourseConfig:
                 bad(f"{name} {size} must be divisible by {factor} (the product of the UNet strides)")
             if any(int(s) > 512 for s in size):
                 bad(f"{name} {size} is larger than allowed (512 voxels per axis)")
+        if not 0.0 < self.lr_decay <= 1.0:
+            bad(f"lr_decay must be within (0, 1], got {self.lr_decay}")
         if not 0.0 <= self.overlap < 1.0:
             bad(f"overlap must be within [0, 1), got {self.overlap}")
         for name, allowed in CHOICES.items():
