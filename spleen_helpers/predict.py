@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -54,8 +55,8 @@ from .transforms import infer_transforms
 if TYPE_CHECKING:
     from .dicom import Notify
 
-__all__ = ["PredictionResult", "load_image_for_inference", "predict_file", "predict_volume", "save_mask",
-           "spleen_mask_in_image_space"]
+__all__ = ["PredictionResult", "invertd_mask", "load_image_for_inference", "predict_file", "predict_volume",
+           "save_mask", "spleen_mask_in_image_space"]
 
 
 @dataclass(frozen=True)
@@ -85,29 +86,66 @@ def _root_cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def load_image_for_inference(image_path: str | os.PathLike, cfg: CourseConfig,
-                             device: str | torch.device | None = None) -> tuple[dict[str, Any], Any]:
-    """Run :func:`infer_transforms` on one image; return ``(data, transforms)``.
+def _foreground_above(cfg: CourseConfig) -> float | None:
+    """The HU above which ``CropForegroundd`` (``scaled > 0``, after ``ScaleIntensityRanged``) keeps
+    a voxel, so the crop can come first; None where the window maps no value cleanly above 0."""
+    if cfg.b_max <= cfg.b_min or cfg.b_max <= 0:
+        return None
+    if cfg.b_min > 0 and cfg.clip:
+        return -math.inf
+    return cfg.a_min + (0.0 - cfg.b_min) * (cfg.a_max - cfg.a_min) / (cfg.b_max - cfg.b_min)
 
-    With ``device`` (a GPU, say) the image moves there right after loading, so that the
-    intensity window, crop, reorientation and resampling run on it. Raises DataError naming
-    the file when it cannot be read or preprocessed.
+
+def load_image_for_inference(image_path: str | os.PathLike, cfg: CourseConfig,
+                             device: str | torch.device | None = None) -> dict[str, Any]:
+    """The image as :func:`infer_transforms` preprocesses it, done the fast way; returns ``{"image": ...}``.
+
+    The same MONAI steps (``CropForegroundd``, ``ScaleIntensityRanged``, ``Orientationd``,
+    ``Spacingd``) on the same values, with three changes that only cost less:
+
+    * the file is read once with nibabel (:func:`~spleen_helpers.data.open_nifti`, which also
+      checks the gzip stream to its end) and converted straight to a ``float32`` tensor on
+      ``device`` (MONAI's ``LoadImaged`` took about twice as long on a 512 × 512 × 100 CT);
+    * in the tutorial order the crop to the body comes before the intensity window (a voxel
+      is foreground when its windowed value is above 0, i.e. when its HU is above the value
+      :func:`_foreground_above` gives), so the window is applied to the cropped block only;
+    * ``Spacingd`` resamples in ``float32`` (the pipeline's default is ``float64``).
+
+    The image the network sees differs from the pipeline's in the last bits of a float
+    (tested). Raises DataError naming the file when it cannot be read or preprocessed.
     """
+    from monai.data import MetaTensor
+    from monai.transforms import SpatialCropd
+
     path = Path(image_path)
-    open_nifti(path)
-    tf = infer_transforms(cfg)
-    load, rest = tf.transforms[:2], tf.transforms[2:]   # LoadImaged, EnsureChannelFirstd | the rest
+    img, voxels = open_nifti(path, read_data=True)
+    steps = {type(t).__name__: t for t in infer_transforms(cfg, resample_dtype=torch.float32).transforms}
+    scale, orient, spacing = steps["ScaleIntensityRanged"], steps["Orientationd"], steps["Spacingd"]
+    image = MetaTensor(torch.as_tensor(np.asarray(voxels)).to(device or "cpu", torch.float32)[None],
+                       affine=torch.as_tensor(np.asarray(img.affine, np.float64)),
+                       meta={"filename_or_obj": str(path)})
+    data: dict[str, Any] = {"image": image}
     try:
-        data = {"image": str(path)}
-        for step in load:
-            data = step(data)
-        if device is not None:
-            data["image"] = data["image"].to(device)
-        for step in rest:
+        if cfg.transform_order == "bundle":
+            for step in (orient, spacing, scale):
+                data = step(data)
+            return data
+        threshold = _foreground_above(cfg)
+        if threshold is None:
+            order = [scale, steps["CropForegroundd"], orient, spacing]   # MONAI's own order, exactly
+        else:
+            inside = image[0] > threshold
+            if bool(inside.any()):
+                found = [torch.nonzero(inside.any(dim=tuple(a for a in range(3) if a != axis))).flatten()
+                         for axis in range(3)]
+                data = SpatialCropd(keys="image", roi_start=[int(f[0]) for f in found],
+                                    roi_end=[int(f[-1]) + 1 for f in found])(data)
+            order = [scale, orient, spacing]
+        for step in order:
             data = step(data)
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise DataError(path, f"cannot be read or preprocessed ({_root_cause(exc)})") from None
-    return data, tf
+    return data
 
 
 def _crop_box(image: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +154,7 @@ def _crop_box(image: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarra
 
     lo, hi = np.zeros(3, int), np.asarray(shape[:3], int) - 1
     for op in getattr(image, "applied_operations", []):
-        if op.get(TraceKeys.CLASS_NAME) == "CropForeground":
+        if op.get(TraceKeys.CLASS_NAME) in ("CropForeground", "SpatialCrop"):
             cropped = np.asarray(op[TraceKeys.EXTRA_INFO]["cropped"], int).reshape(3, 2)
             lo, hi = lo + cropped[:, 0], hi - cropped[:, 1]
     return lo, hi
@@ -190,6 +228,32 @@ def spleen_mask_in_image_space(spleen: torch.Tensor, image: Any, shape: tuple[in
     return mask
 
 
+def invertd_mask(model: torch.nn.Module, image_path: str | os.PathLike, cfg: CourseConfig,
+                 device: str | torch.device = "cpu", keep_largest: bool | None = None) -> np.ndarray:
+    """The mask the tutorial's way: :func:`infer_transforms`, sliding window, ``Invertd`` of the
+    spleen probability onto the whole original grid, a threshold, ``KeepLargestConnectedComponent``
+    on the whole volume -- the steps notebook 04 writes out, kept here as the reference that
+    :func:`predict_volume`'s faster way is tested and measured against.
+
+    >>> invertd_mask(model, "ct.nii.gz", cfg)   # doctest: +SKIP
+    """
+    from monai.transforms import Invertd, KeepLargestConnectedComponent
+
+    device = resolve_device(device) if isinstance(device, str) else device
+    keep = cfg.keep_largest_component if keep_largest is None else keep_largest
+    tf = infer_transforms(cfg)
+    data = tf({"image": str(image_path)})
+    with torch.no_grad():
+        logits = infer_logits(model.eval(), data["image"].unsqueeze(0), cfg, device)
+    data["pred"] = torch.softmax(logits[0].float(), dim=0)[1:2].cpu()
+    inverted = Invertd(keys="pred", transform=tf, orig_keys="image", nearest_interp=False,
+                       to_tensor=True, device="cpu")(data)["pred"]
+    mask = (torch.as_tensor(inverted) > 0.5).to(torch.uint8)
+    if keep:
+        mask = KeepLargestConnectedComponent(applied_labels=[1])(mask)
+    return np.asarray(torch.as_tensor(mask)[0].numpy(), np.uint8)
+
+
 def predict_volume(model: torch.nn.Module, image_path: str | os.PathLike, cfg: CourseConfig,
                    device: str | torch.device | None = None,
                    keep_largest: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +273,7 @@ def predict_volume(model: torch.nn.Module, image_path: str | os.PathLike, cfg: C
         device = resolve_device(device)
     device = device or next(model.parameters()).device
     keep = cfg.keep_largest_component if keep_largest is None else keep_largest
-    data, _ = load_image_for_inference(path, cfg, device)
+    data = load_image_for_inference(path, cfg, device)
     model.eval()
     with torch.no_grad():
         logits = infer_logits(model, data["image"].unsqueeze(0), cfg, device)

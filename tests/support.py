@@ -67,28 +67,6 @@ def lps_case(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     return save_nifti(hu, affine, tmp_path / "lps_ct.nii.gz"), hu, affine
 
 
-def invertd_mask(model: torch.nn.Module, path: Path, cfg: CourseConfig, keep_largest: bool) -> np.ndarray:
-    """The mask as MONAI's tutorial path makes it (notebook 04 writes it out): preprocessing,
-    sliding window, ``Invertd`` of the spleen probability to the whole original grid, a
-    threshold, ``KeepLargestConnectedComponent`` on the whole volume."""
-    from monai.transforms import Invertd, KeepLargestConnectedComponent
-
-    from spleen_helpers.model import infer_logits
-    from spleen_helpers.transforms import infer_transforms
-
-    tf = infer_transforms(cfg)
-    data = tf({"image": str(path)})
-    with torch.no_grad():
-        logits = infer_logits(model.eval(), data["image"].unsqueeze(0), cfg, torch.device("cpu"))
-    data["pred"] = torch.softmax(logits[0].float(), dim=0)[1:2]
-    inverted = Invertd(keys="pred", transform=tf, orig_keys="image", nearest_interp=False,
-                       to_tensor=True, device="cpu")(data)["pred"]
-    mask = (torch.as_tensor(inverted) > 0.5).to(torch.uint8)
-    if keep_largest:
-        mask = KeepLargestConnectedComponent(applied_labels=[1])(mask)
-    return np.asarray(torch.as_tensor(mask)[0].numpy(), np.uint8)
-
-
 def save_tiny_model(folder: Path, **cfg_changes) -> Path:
     """An untrained tiny UNet saved the way training saves its best model."""
     cfg = tiny_cfg(**cfg_changes)
