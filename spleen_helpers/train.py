@@ -401,8 +401,8 @@ def find_or_train_model(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
     """The best model of ``run_dir``; if there is none, a short run trained in ``fallback_dir``.
 
     ``run_dir`` itself is never written to (the training notebook or CLI owns it). An
-    existing best model in ``fallback_dir`` is reused. When ``max_epochs`` is shorter than
-    the validation interval, the interval is shortened to it so that a best model is saved.
+    existing best model in ``fallback_dir`` is reused. Training validates after its last
+    epoch, so the short run always saves a best model.
 
     >>> find_or_train_model("runs/unet", "data/synthetic", "runs/04/fallback", 2)  # doctest: +SKIP
     """
@@ -418,12 +418,11 @@ def find_or_train_model(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
         raise ConfigError(None, f"max_epochs of the fallback training must be >= 1, got {max_epochs}")
     cfg = cfg or config_for(data_dir)
     epochs = int(max_epochs)
-    cfg = cfg.replace(**(overrides | {"max_epochs": epochs,
-                                      "val_interval": min(cfg.val_interval, epochs)}))
+    cfg = cfg.replace(**(overrides | {"max_epochs": epochs}))
     log(f"no model in {run_dir} (train one with notebook 03 or `spleen-course train`); "
         f"training a short {epochs}-epoch run in {fallback_dir} instead")
     result = train(data_dir, fallback_dir, cfg, overwrite=True, progress=False, log=log)
-    if not result.best_model_path.is_file():  # pragma: no cover - train validates at val_interval
+    if not result.best_model_path.is_file():  # pragma: no cover - train validates after the last epoch
         raise DataError(fallback_dir, "training saved no best model")
     return result.best_model_path
 

@@ -291,7 +291,7 @@ def test_train_is_the_plain_monai_loop(synthetic_dir, tmp_path) -> None:
     from monai.utils import set_determinism
 
     from spleen_helpers.data import load_datalist, split_datalist
-    from spleen_helpers.model import build_loss, build_optimizer, build_unet
+    from spleen_helpers.model import build_loss, build_optimizer, build_scheduler, build_unet
     from spleen_helpers.train import build_loaders, validate_dice
 
     cfg = tiny_config(max_epochs=2, val_interval=1)
@@ -301,6 +301,7 @@ def test_train_is_the_plain_monai_loop(synthetic_dir, tmp_path) -> None:
         train_loader, val_loader, _ = build_loaders(*split_datalist(load_datalist(synthetic_dir), cfg), cfg)
         model = build_unet(cfg)
         optimizer, loss_function = build_optimizer(model, cfg), build_loss(cfg)
+        scheduler = build_scheduler(optimizer, cfg)
         losses, dices = [], []
         for _ in range(cfg.max_epochs):
             model.train()
@@ -312,6 +313,7 @@ def test_train_is_the_plain_monai_loop(synthetic_dir, tmp_path) -> None:
                 optimizer.step()
                 total += loss.item()
             losses.append(total / len(train_loader))
+            scheduler.step()
             dices.append(validate_dice(model, val_loader, cfg, torch.device("cpu")))
         assert result.history.train_loss == losses, f"progress={progress}"
         assert result.history.val_dice == dices, f"progress={progress}"
