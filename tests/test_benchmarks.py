@@ -45,7 +45,7 @@ def test_quick_smoke_writes_a_section_per_benchmark(quick_run) -> None:
     proc, out = quick_run
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
-    for name in ("course", "efficiency", "inference", "memory"):
+    for name in ("course", "efficiency", "inference", "memory", "viewer", "phantom", "ddp"):
         lines = read_section(text, name)
         assert lines is not None, name
         header, rows = parse_table(lines)
@@ -64,7 +64,11 @@ def test_quick_rows_state_machine_versions_command_and_numbers(quick_run) -> Non
     info = machine_info()
     numeric = {"course": ["seconds"], "efficiency": ["samples/s", "bare samples/s", "ratio", "setup s"],
                "inference": ["CT peak RSS MiB", "synthetic val Dice", "synthetic seconds"],
-               "memory": ["peak RSS MiB", "RSS after imports MiB", "seconds"]}
+               "memory": ["peak RSS MiB", "RSS after imports MiB", "seconds"],
+               "viewer": ["ms per step (median)", "slowest ms"],
+               "phantom": ["best val Dice", "val Dice (image space)", "test Dice (image space)",
+                           "largest drop", "training s"],
+               "ddp": ["s/epoch (runs)"]}
     for name, columns in numeric.items():
         _, rows = parse_table(read_section(text, name))
         for row in rows:
@@ -124,7 +128,8 @@ def test_template_lists_every_benchmark_once() -> None:
     text = template(MODULES)
     for name in NAMES:
         assert text.count(f"<!-- bench:{name}:begin -->") == 1
-    assert [m.NAME for m in MODULES] == NAMES == ["course", "efficiency", "inference", "memory", "gpu"]
+    assert [m.NAME for m in MODULES] == NAMES == ["course", "efficiency", "inference", "memory", "gpu", "viewer",
+                                                  "phantom", "ddp"]
 
 
 def test_committed_benchmarks_md_has_every_section() -> None:
