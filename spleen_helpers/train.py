@@ -33,9 +33,8 @@ import monai
 import torch
 import torch.distributed as dist
 from monai.data import CacheDataset, DataLoader, ThreadDataLoader, decollate_batch, partition_dataset
-from monai.metrics.utils import do_metric_reduction
 from monai.transforms import AsDiscrete
-from monai.utils import MetricReduction, set_determinism
+from monai.utils import set_determinism
 from tqdm.auto import tqdm
 
 from .checkpoint import (FORMAT_VERSION, capture_rng_state, check_model_signature, load_checkpoint,
@@ -118,6 +117,9 @@ def build_loaders(train_files: list[dict], val_files: list[dict], cfg: CourseCon
     validation cases split without repeats, so that the gathered mean counts each once).
     """
     if world_size > 1:
+        if len(val_files) < world_size:   # a process without a case would leave the others waiting
+            raise ConfigError(None, f"{len(val_files)} validation case(s) for {world_size} processes: each "
+                                    "process needs at least one (raise val_count or use fewer processes)")
         train_files = partition_dataset(train_files, num_partitions=world_size, shuffle=True, seed=cfg.seed,
                                         even_divisible=True)[rank]
         val_files = partition_dataset(val_files, num_partitions=world_size, shuffle=False)[rank]
@@ -163,8 +165,8 @@ def validate_dice(model: torch.nn.Module, loader: Any, cfg: CourseConfig, device
 
     Post-processing runs where the labels are (CPU for the course's loaders, the GPU when the
     data are cached there), so nothing is copied back and forth. In distributed training
-    every process scores its own cases and the per-case Dice values of all processes are
-    gathered, so each process returns the mean over all validation cases.
+    every process scores its own cases and ``DiceMetric`` (a MONAI ``Cumulative``) gathers the
+    per-case values of all processes, so each returns the mean over all validation cases.
     """
     metric = build_dice_metric()
     post_pred = AsDiscrete(argmax=True, to_onehot=2)
@@ -179,13 +181,7 @@ def validate_dice(model: torch.nn.Module, loader: Any, cfg: CourseConfig, device
             logits = infer_logits(model, batch["image"], cfg, device).float().to(labels.device)
             preds = [post_pred(p) for p in decollate_batch(logits)]
             metric(y_pred=preds, y=[post_label(lab) for lab in decollate_batch(labels)])
-    if not _distributed():
-        value = float(metric.aggregate().item())
-    else:
-        mine = metric.get_buffer()
-        parts: list[Any] = [None] * world
-        dist.all_gather_object(parts, torch.zeros((0, 1)) if mine is None else mine.detach().cpu())
-        value = float(do_metric_reduction(torch.cat(parts), MetricReduction.MEAN)[0].item())
+    value = float(metric.aggregate().item())   # in a process group, MONAI gathers every process's cases
     metric.reset()
     return value
 

@@ -83,6 +83,41 @@ def test_two_gloo_processes_train_resume_exactly_and_only_rank_0_writes(syntheti
     assert history["epochs"] == [1, 2, 3] and history["train_loss"] == straight["train_loss"]
 
 
+def _validation_worker(data_dir: str, cfg: dict, out: str) -> None:
+    """In each process: its part of the validation cases, scored by a threshold network, gathered."""
+    import torch.distributed as dist
+
+    from spleen_helpers.train import build_loaders, validate_dice
+    from support import ThresholdNet, level_for
+
+    config = CourseConfig.from_dict(cfg)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    _, val_loader, _ = build_loaders(*split_datalist(load_datalist(data_dir), config), config, rank=rank,
+                                     world_size=world)
+    dice = validate_dice(ThresholdNet(level_for(100, config)), val_loader, config, torch.device("cpu"))
+    Path(out, f"dice-{rank}.json").write_text(json.dumps({"dice": dice, "cases": len(val_loader)}))
+
+
+def test_validation_is_gathered_over_every_process(synthetic_dir: Path, tmp_path: Path) -> None:
+    """Three validation cases over two processes (two and one): each process returns the mean
+    over all three, what one process scores alone -- not its own part's."""
+    from spleen_helpers.train import build_loaders, validate_dice
+    from support import ThresholdNet, level_for
+
+    cfg = CourseConfig.synthetic(**(TINY | {"val_count": 3}))
+    launch(2, _validation_worker, str(synthetic_dir), cfg.to_dict(), str(tmp_path), backend="gloo")
+    got = [json.loads((tmp_path / f"dice-{r}.json").read_text()) for r in (0, 1)]
+    assert [g["cases"] for g in got] == [2, 1]
+    _, val_loader, _ = build_loaders(*split_datalist(load_datalist(synthetic_dir), cfg), cfg)
+    metric = validate_dice(ThresholdNet(level_for(100, cfg)), val_loader, cfg, torch.device("cpu"))
+    assert got[0]["dice"] == got[1]["dice"] == pytest.approx(metric, abs=1e-6)
+    per_case = []
+    for batch in val_loader:   # the cases differ, so a mean over a part would show
+        one = validate_dice(ThresholdNet(level_for(100, cfg)), [batch], cfg, torch.device("cpu"))
+        per_case.append(one)
+    assert max(per_case) - min(per_case) > 0.01
+
+
 def test_cli_nproc_trains_and_a_resume_with_another_count_is_refused(synthetic_dir: Path, tmp_path: Path,
                                                                     capfd: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
@@ -144,3 +179,13 @@ def test_checkpoint_error_kind_survives_the_trip() -> None:
 
     again = _error_from_record(_error_record(CheckpointError("/r/checkpoint.pt", "is corrupt")))
     assert isinstance(again, CheckpointError) and str(again) == "/r/checkpoint.pt: is corrupt"
+
+
+def test_too_few_validation_cases_for_the_processes_is_refused(synthetic_dir: Path) -> None:
+    from spleen_helpers.errors import ConfigError
+    from spleen_helpers.train import build_loaders
+
+    cfg = CourseConfig.synthetic(**TINY)
+    train_files, val_files = split_datalist(load_datalist(synthetic_dir), cfg)
+    with pytest.raises(ConfigError, match="1 validation case.* for 2 processes"):
+        build_loaders(train_files, val_files[:1], cfg, rank=0, world_size=2)
