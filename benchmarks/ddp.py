@@ -52,15 +52,17 @@ def run(ctx: Context) -> Result:
 
     cuda = torch.cuda.is_available()
     cfg = ctx.synthetic_config()
-    cfg = cfg.replace(max_epochs=2 if ctx.quick else EPOCHS, device="cuda" if cuda else "cpu")
+    cfg = cfg.replace(max_epochs=2 if ctx.quick else EPOCHS, device="cuda" if cuda else "cpu",
+                      val_count=cfg.val_count if ctx.quick else max(cfg.val_count, 2))
     backend = "nccl" if cuda else "gloo"
     data_dir = str(ctx.data_dir())
-    two = (torch.cuda.device_count() if cuda else (os.cpu_count() or 1)) >= 2
+    # the quick smoke's three cases cannot feed two processes; CI tests that path (test_distributed)
+    two = (torch.cuda.device_count() if cuda else (os.cpu_count() or 1)) >= 2 and not ctx.quick
     variants = [("plain loop", 0), (f"DDP, 1 process ({backend})", 1)]
     if two:
         variants.append((f"DDP, 2 processes ({backend})", 2))
     repeats = 1 if ctx.quick else 2
-    order = [v for _ in range(repeats) for v in (variants if _ % 2 == 0 else list(reversed(variants)))]
+    order = [v for round_ in range(repeats) for v in (variants if round_ % 2 == 0 else variants[::-1])]
     per_epoch: dict[str, list[float]] = {name: [] for name, _ in variants}
     ctx.log(f"ddp: {len(order)} fresh-process runs of {cfg.max_epochs} epochs on {cfg.device}")
     for n, (name, nproc) in enumerate(order):
