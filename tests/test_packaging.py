@@ -85,12 +85,18 @@ def test_torch_is_pinned_exactly_and_installed_first() -> None:
     assert make.index('"$(TORCH_SPEC)"') < make.index('-e ".[test]"'), "the Makefile installs torch after the package"
 
 
-def test_console_script_is_declared() -> None:
-    project = pyproject()["project"]
-    assert project["scripts"]["spleen-course"] == "spleen_helpers.tools.cli:main"
+def test_console_script_is_declared_and_installed() -> None:
+    """pyproject names the CLI's entry point, and the installed metadata leads to that function."""
+    from importlib.metadata import entry_points
+
     from spleen_helpers.tools.cli import main
 
-    assert callable(main)
+    project = pyproject()["project"]
+    assert project["scripts"]["spleen-course"] == "spleen_helpers.tools.cli:main"
+    installed = entry_points(group="console_scripts", name="spleen-course")
+    assert [ep.value for ep in installed] == ["spleen_helpers.tools.cli:main"], (
+        "the installed entry point differs from pyproject.toml: run `make setup` again")
+    assert next(iter(installed)).load() is main
 
 
 def test_package_version_matches_pyproject() -> None:
