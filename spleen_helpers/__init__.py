@@ -4,8 +4,9 @@ The pipeline modules fan out from a small foundation (each imports only modules 
 it, never a tool):
 
 * foundation: ``errors``, ``fileio``, ``config``, ``figures``;
-* data in: ``data`` (the Task09 layout, NIfTI checks, download), ``dicom`` (series to NIfTI),
-  ``synthetic`` (the CT phantom and its DICOM export);
+* data in: ``data`` (the Task09 layout, NIfTI checks, download, the committed sample CT),
+  ``dicom`` (study folders and series to NIfTI), ``synthetic`` (the CT phantom and its DICOM
+  export);
 * the network: ``transforms`` (``inspect_transforms``), ``model`` (``inspect_model``),
   ``checkpoint``, ``history``;
 * the work: ``train``, ``predict``, ``evaluate`` (which uses ``predict``), ``viz``;

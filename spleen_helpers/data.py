@@ -32,6 +32,8 @@ import json
 import os
 import re
 import shutil
+import sys
+import sysconfig
 import tempfile
 import urllib.error
 import warnings
@@ -46,7 +48,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
-from .config import CourseConfig
+from .config import PACKAGE_DIR, CourseConfig
 from .errors import ConfigError, DataError, quiet_logger
 
 __all__ = [
@@ -61,9 +63,12 @@ __all__ = [
     "MSD_SPLEEN_MD5",
     "MSD_SPLEEN_TASK",
     "MSD_SPLEEN_URL",
+    "SampleCT",
+    "sample_ct",
     "download_msd_spleen",
     "find_dataset",
     "load_datalist",
+    "load_test_cases",
     "split_datalist",
     "validate_case",
     "validate_dataset",
@@ -79,8 +84,71 @@ AFFINE_TOLERANCE_MM = 1e-3
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _LAYOUT = "expected the MSD layout: dataset.json, imagesTr/, labelsTr/"
 
+#: Where the real sample CT lives: ``data/<this>`` in a checkout, ``<prefix>/share/spleen-course/
+#: <this>`` for an installed package (pyproject.toml's ``data-files``).
+SAMPLE_CT_SUBDIR = Path("samples") / "totalsegmentator"
+
 
 # ------------------------------------------------------------------------------ find / list
+@dataclass(frozen=True)
+class SampleCT:
+    """The real abdominal CT committed with the course (TotalSegmentator's example files).
+
+    ``dicom_dir``: 20 JPEG 2000 DICOM slices (512 x 512, 0.98 mm pixels, 2 mm apart);
+    ``dicom_seg``: a multi-label mask on that series (label 1 = spleen); ``ct``: a
+    whole-abdomen volume (122 x 101 x 112, 3 mm, RAS); ``ct_spleen``: its spleen mask.
+    Both masks are the TotalSegmentator model's output, not manual annotations.
+    """
+
+    root: Path
+    dicom_dir: Path
+    dicom_seg: Path
+    ct: Path
+    ct_spleen: Path
+    licence: Path
+
+    #: label of the spleen in :attr:`dicom_seg`
+    SPLEEN_LABEL = 1
+
+
+def _sample_ct_candidates() -> list[Path]:
+    """The checkout's ``data/samples/...`` first, then the installed data-files locations."""
+    import site
+
+    # pip installs a wheel's data files under the scheme's "data" path: the environment's
+    # prefix, or the user base for ``pip install --user``.
+    prefixes = [sysconfig.get_path("data"), sys.prefix, site.getuserbase()]
+    found = [PACKAGE_DIR.parent / "data" / SAMPLE_CT_SUBDIR]
+    for prefix in prefixes:
+        if prefix:
+            path = Path(prefix) / "share" / "spleen-course" / SAMPLE_CT_SUBDIR
+            if path not in found:
+                found.append(path)
+    return found
+
+
+def sample_ct() -> SampleCT:
+    """The paths of the real sample CT that comes with the course (no download).
+
+    In a checkout the files are ``data/samples/totalsegmentator/``; a package installed
+    from a wheel carries them as data files in ``<prefix>/share/spleen-course/``. Raises a
+    one-line :class:`DataError` when neither is there.
+
+    >>> s = sample_ct()
+    >>> s.ct.name, s.dicom_dir.name, len(list(s.dicom_dir.iterdir()))
+    ('ct.nii.gz', 'ct_dicom', 20)
+    """
+    names = {"dicom_dir": "ct_dicom", "dicom_seg": "ct_dicom_seg.nii.gz", "ct": "ct.nii.gz",
+             "ct_spleen": "ct_spleen.nii.gz", "licence": "LICENSE.TotalSegmentator"}
+    candidates = _sample_ct_candidates()
+    for root in candidates:
+        if all((root / name).exists() for name in names.values()):
+            return SampleCT(root=root, **{key: root / name for key, name in names.items()})
+    raise DataError(candidates[0], "the course's sample CT is not there (nor under "
+                                   f"{', '.join(str(c) for c in candidates[1:])}); reinstall the "
+                                   "course package or restore data/samples/ from the repository")
+
+
 def _read_dataset_json(path: Path) -> dict[str, Any]:
     """Parse and check ``dataset.json``; raise DataError naming the file otherwise."""
     try:
@@ -166,6 +234,31 @@ def load_datalist(data_dir: str | os.PathLike) -> list[dict[str, str]]:
                                     data_list_key="training", base_dir=root)
     files = [{"image": str(item["image"]), "label": str(item["label"])} for item in items]
     return _sorted_cases(files)
+
+
+def load_test_cases(data_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """The held-out test cases that have labels, as ``{"image", "label"}`` dicts sorted by name.
+
+    The phantom lists its test cases with labels under ``"test"`` in ``dataset.json``; the
+    real Task09 data lists test images without labels (the challenge kept them), so there
+    this returns ``[]``: such cases cannot be scored.
+
+    >>> from spleen_helpers.synthetic import write_synthetic_dataset
+    >>> import tempfile
+    >>> [Path(c["image"]).name for c in load_test_cases(write_synthetic_dataset(tempfile.mkdtemp(), 1, num_test=2))]
+    ['spleen_test_1.nii.gz', 'spleen_test_2.nii.gz']
+    """
+    root = find_dataset(data_dir)
+    meta = _read_dataset_json(root / "dataset.json")
+    cases = []
+    for entry in meta.get("test") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("label"), str):
+            case = {k: os.path.normpath(root / entry[k]) for k in ("image", "label")}
+            missing = [case[k] for k in ("image", "label") if not Path(case[k]).is_file()]
+            if missing:
+                raise DataError(missing[0], "does not exist, but dataset.json lists it as a test case")
+            cases.append(case)
+    return _sorted_cases(cases)
 
 
 def _sorted_cases(datalist: list[dict[str, str]]) -> list[dict[str, str]]:

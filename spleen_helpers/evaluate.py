@@ -45,7 +45,8 @@ import torch
 
 from .checkpoint import load_model
 from .config import CourseConfig
-from .data import case_name, load_datalist, split_datalist, validate_case, volume_ml, voxel_spacing
+from .data import (case_name, load_datalist, load_test_cases, split_datalist, validate_case, volume_ml,
+                   voxel_spacing)
 from .errors import ConfigError, DataError
 from .fileio import atomic_path, write_json_atomic
 from .model import resolve_device
@@ -296,13 +297,20 @@ def case_metrics(pred: Any, ref: Any, spacing: Sequence[float]) -> CaseMetrics:
 # --------------------------------------------------------------------------- evaluation
 def _select_cases(data_dir: str | os.PathLike, cfg: CourseConfig,
                   cases: str | Sequence[dict[str, str] | str] | None) -> list[dict[str, str]]:
-    """The cases to evaluate: the validation split (default), all cases, or the ones named."""
+    """The cases to evaluate: the validation split (default), the held-out test cases, all
+    training cases, or the ones named."""
     if cases is None or (isinstance(cases, str) and cases == "val"):
         return split_datalist(load_datalist(data_dir), cfg)[1]
+    if isinstance(cases, str) and cases == "test":
+        test = load_test_cases(data_dir)
+        if not test:
+            raise DataError(data_dir, "has no labelled test cases (the real Task09 data keeps its "
+                                      "test labels); evaluate the validation cases instead")
+        return test
     if isinstance(cases, str) and cases == "all":
         return load_datalist(data_dir)
     if isinstance(cases, str):
-        raise ConfigError(None, f"cases must be 'val', 'all' or a list, got {cases!r}")
+        raise ConfigError(None, f"cases must be 'val', 'test', 'all' or a list, got {cases!r}")
     chosen: list[dict[str, str]] = []
     by_name: dict[str, dict[str, str]] | None = None
     for item in cases:
@@ -341,7 +349,9 @@ def evaluate_cases(model_path: str | os.PathLike, data_dir: str | os.PathLike, o
 
     ``cases``: ``None``/``"val"`` = the validation split of
     :func:`~spleen_helpers.data.split_datalist` with the model's configuration (the cases
-    the model did not train on), ``"all"``, or a list of case names (``"spleen_19"``) or
+    the model did not train on, but that chose its best epoch), ``"test"`` = the held-out
+    test cases (:func:`~spleen_helpers.data.load_test_cases`: never seen in training or
+    model selection), ``"all"`` = every training case, or a list of case names (``"spleen_19"``) or
     ``{"image", "label"}`` dicts. Every case is checked with
     :func:`~spleen_helpers.data.validate_case` first. Masks go to ``out_dir/masks/<case>.nii.gz``.
 

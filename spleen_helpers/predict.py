@@ -13,8 +13,11 @@ The pipeline is MONAI's spleen tutorial, made safe and measurable:
 4. the mask is saved as ``uint8`` NIfTI (1 = spleen) with exactly the input's shape and
    affine, atomically (never a partial file under the final name).
 
-A DICOM folder is converted first with :mod:`spleen_helpers.dicom`. Notebook 04 writes these
-steps out by hand and checks that they give the same mask as :func:`predict_volume`.
+A DICOM folder (one series, or a whole study as a PACS exports it) is converted first with
+:mod:`spleen_helpers.dicom`: the series to segment is the one
+:func:`~spleen_helpers.dicom.choose_ct_series` picks (axial CT, most slices, then the
+thinnest), or the one named by ``series``. Notebook 04 writes these steps out by hand and
+checks that they give the same mask as :func:`predict_volume`.
 
 Example:
     >>> result = predict_file("runs/unet/best_metric_model.pth", "ct.nii.gz", "mask.nii.gz")  # doctest: +SKIP
@@ -27,7 +30,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,10 +38,13 @@ import torch
 from .checkpoint import load_model
 from .config import CourseConfig
 from .data import NIFTI_SUFFIXES, open_nifti, voxel_spacing, volume_ml
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .fileio import save_nifti_atomic
 from .model import infer_logits, resolve_device
 from .transforms import infer_transforms
+
+if TYPE_CHECKING:
+    from .dicom import Notify
 
 __all__ = ["PredictionResult", "load_image_for_inference", "predict_file", "predict_volume", "save_mask"]
 
@@ -57,6 +63,8 @@ class PredictionResult:
     spleen_ml: float = 0.0
     seconds: float = 0.0
     device: str = "cpu"
+    series: str = ""                        # the DICOM series segmented (its one-line summary)
+    other_series: tuple[str, ...] = ()      # the folder's other series, and what they are
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -139,26 +147,35 @@ def save_mask(mask: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> 
                              path, description="spleen mask (1 = spleen)")
 
 
-def _dicom_to_nifti(folder: Path, out: Path) -> Path:
-    """Convert the single CT series in ``folder`` with the course's checked DICOM path."""
-    from .dicom import convert_series, find_series
+def _dicom_to_nifti(folder: Path, out: Path, series_key: str | None, tilt_correction: bool,
+                    notify: Notify | None) -> tuple[Path, str, tuple[str, ...]]:
+    """Convert the chosen series of a DICOM folder; return the NIfTI, its summary and the others'."""
+    from .dicom import convert_series, scan_study, select_series
 
-    series = find_series(folder)
-    if len(series) > 1:
-        names = "; ".join(s.label() for s in series[:4])
-        raise DataError(folder, f"holds {len(series)} DICOM series ({names}); give the folder of one series")
-    return convert_series(series[0], out)
+    scan = scan_study(folder, notify=notify)
+    chosen = select_series(scan, series_key)
+    others = tuple([f"{s.summary()}" for s in scan.series if s is not chosen]
+                   + [f"{s.label()}: skipped ({s.reason})" for s in scan.skipped])
+    path = convert_series(chosen, out, tilt_correction=tilt_correction, notify=notify)
+    return path, chosen.summary(), others
 
 
 def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output: str | os.PathLike,
                  cfg: CourseConfig | None = None, device: str = "auto",
-                 keep_largest: bool | None = None) -> PredictionResult:
+                 keep_largest: bool | None = None, *, series: str | int | None = None,
+                 tilt_correction: bool = True, notify: Notify | None = None) -> PredictionResult:
     """Segment the spleen in a CT NIfTI file or a DICOM folder and save the mask to ``output``.
 
-    A DICOM folder (one series) is converted with :mod:`spleen_helpers.dicom`
-    (dicom2nifti, checks on); the CT it was converted to is saved beside the mask as
-    ``<output name>_image.nii.gz``, since the mask is aligned with that volume.
-    Bad input (missing or unsafe model, a file that is no image) raises a one-line
+    A DICOM folder -- one series or a whole study -- is scanned with
+    :func:`~spleen_helpers.dicom.scan_study` (series that are not volumes are skipped, each
+    with a line to ``notify``); the series segmented is ``series`` (its series number or
+    SeriesInstanceUID) or, by default, the one
+    :func:`~spleen_helpers.dicom.choose_ct_series` picks. It is converted with dicom2nifti
+    (checks on; a gantry tilt is resampled unless ``tilt_correction=False``) and saved beside
+    the mask as ``<output name>_image.nii.gz``, since the mask is aligned with that volume;
+    :attr:`PredictionResult.series` and :attr:`~PredictionResult.other_series` say which
+    series was used and what else the folder held. Bad input (missing or unsafe model, a
+    file that is no image, no CT series) raises a one-line
     :class:`~spleen_helpers.errors.CourseError`.
 
     >>> r = predict_file("runs/unet/best_metric_model.pth", "ct.nii.gz", "mask.nii.gz")  # doctest: +SKIP
@@ -172,12 +189,16 @@ def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output
     model, cfg = load_model(model_path, cfg, torch_device)
     if not src.exists():
         raise DataError(src, "input does not exist (give a CT .nii/.nii.gz file or a DICOM folder)")
-    image = src
+    image, chosen, others = src, "", ()
     if src.is_dir():
         stem = out.name[: -len(".nii.gz")] if out.name.endswith(".nii.gz") else out.name[: -len(".nii")]
-        image = _dicom_to_nifti(src, out.with_name(f"{stem}_image.nii.gz"))
+        image, chosen, others = _dicom_to_nifti(src, out.with_name(f"{stem}_image.nii.gz"),
+                                                None if series is None else str(series),
+                                                tilt_correction, notify)
     elif not src.name.endswith(NIFTI_SUFFIXES):
         raise DataError(src, "is neither a NIfTI file (.nii/.nii.gz) nor a DICOM folder")
+    elif series is not None:
+        raise ConfigError(src, "a series can only be chosen in a DICOM folder, not in a NIfTI file")
     mask, affine = predict_volume(model, image, cfg, torch_device, keep_largest)
     save_mask(mask, affine, out)
     spacing = voxel_spacing(affine)
@@ -186,4 +207,5 @@ def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output
                             shape=tuple(int(s) for s in mask.shape),  # type: ignore[arg-type]
                             spacing=spacing, affine=affine, spleen_voxels=voxels,
                             spleen_ml=volume_ml(voxels, spacing),
-                            seconds=time.perf_counter() - t0, device=str(torch_device))
+                            seconds=time.perf_counter() - t0, device=str(torch_device),
+                            series=chosen, other_series=others)

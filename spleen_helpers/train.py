@@ -258,12 +258,17 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
         t0 = time.perf_counter()
         model.train()
         epoch_loss, steps = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.max_epochs}", leave=False, disable=not progress)
-        for batch in bar:
-            loss = step(batch)
-            epoch_loss += loss
-            steps += 1
-            bar.set_postfix(loss=f"{loss:.4f}")
+        # The bar is fed by hand, never given the loader: tqdm.auto's async variant calls iter()
+        # on what it wraps, and each DataLoader iterator draws a seed from torch's generator, so
+        # a wrapped loader would train differently with and without progress bars.
+        with tqdm(total=len(train_loader), desc=f"epoch {epoch}/{cfg.max_epochs}", leave=False,
+                  disable=not progress) as bar:
+            for batch in train_loader:
+                loss = step(batch)
+                epoch_loss += loss
+                steps += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
         epoch_loss /= max(steps, 1)
         message = f"epoch {epoch}/{cfg.max_epochs} loss {epoch_loss:.4f}"
         if epoch % cfg.val_interval == 0:

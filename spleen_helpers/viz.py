@@ -299,13 +299,19 @@ class SliceViewer:
         self.redraw()
 
     # -- display ----------------------------------------------------------------------
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
-
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
+        """The widget, plus a PNG of the current view for front ends that cannot run widgets.
+
+        JupyterLab and Colab show the live widget; a saved notebook's HTML, GitHub and
+        nbviewer (which keep no widget state) show the picture instead of nothing.
+        """
+        import base64
+
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        data = dict(data or {})
+        data["image/png"] = base64.b64encode(self.render_png()).decode("ascii")
+        return (data, bundle[1]) if isinstance(bundle, tuple) else data
 
 
 def slice_viewer(image: Any, label: Any = None, prediction: Any = None, axis: int = 2,

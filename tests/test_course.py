@@ -197,3 +197,25 @@ def test_an_unreadable_history_is_noted_in_the_summary(tmp_path: Path, home: Pat
     assert summary.ok and summary.final_val_dice is None
     assert "history.json: is not a valid training history" in summary.history_problem
     assert summary.history_problem in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_html_shows_the_viewer_picture_where_no_widget_can_run(tmp_path: Path) -> None:
+    """An output that carries a widget and a PNG (the slice viewer) is a picture in the HTML,
+    not a widget placeholder that needs JavaScript from a CDN."""
+    import base64
+
+    from spleen_helpers.tools.course import _write_html
+
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n-picture-of-the-first-view").decode()
+    view = {"model_id": "abc", "version_major": 2, "version_minor": 0}
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("viewer", outputs=[
+        nbformat.v4.new_output("display_data", data={
+            "application/vnd.jupyter.widget-view+json": view, "image/png": png, "text/plain": "viewer"}),
+    ])])
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
+        "state": {"abc": {}}, "version_major": 2, "version_minor": 0}}
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    _write_html(tmp_path / "nb.ipynb", tmp_path / "nb.html")
+    html = (tmp_path / "nb.html").read_text()
+    assert f"data:image/png;base64,{png}" in html
+    assert '"model_id": "abc"' not in html

@@ -26,6 +26,7 @@ from spleen_helpers.data import (
     download_msd_spleen,
     find_dataset,
     load_datalist,
+    sample_ct,
     split_datalist,
     validate_case,
     validate_dataset,
@@ -370,14 +371,46 @@ def test_validate_dataset_finds_bad_case(tmp_path: Path) -> None:
     assert_one_line(exc, str(bad.resolve()), "2")
 
 
-def test_validate_real_ct(shared_data: Path, tmp_path: Path) -> None:
+def test_sample_ct_is_in_the_checkout() -> None:
+    s = sample_ct()
+    assert s.root == Path(__file__).resolve().parents[1] / "data" / "samples" / "totalsegmentator"
+    assert len(list(s.dicom_dir.iterdir())) == 20
+    assert "Apache License" in s.licence.read_text()
+    readme = (s.root / "README.md").read_text()
+    assert "TotalSegmentator" in readme and "not manual annotations" in readme
+    assert nib.load(s.ct).shape == nib.load(s.ct_spleen).shape == (122, 101, 112)
+    assert nib.load(s.dicom_seg).shape == (512, 512, 20)
+
+
+def test_sample_ct_of_an_installed_package_is_found_under_share(tmp_path: Path, monkeypatch) -> None:
+    """A wheel installs the sample as data files under <prefix>/share/spleen-course/."""
+    import sysconfig
+
+    import spleen_helpers.data as data
+
+    prefix = tmp_path / "prefix"
+    shutil.copytree(sample_ct().root, prefix / "share" / "spleen-course" / "samples" / "totalsegmentator")
+    monkeypatch.setattr(data, "PACKAGE_DIR", tmp_path / "site-packages" / "spleen_helpers")
+    monkeypatch.setattr(sysconfig, "get_path", lambda name, *a, **k: str(prefix) if name == "data" else "")
+    s = sample_ct()
+    assert s.root == prefix / "share" / "spleen-course" / "samples" / "totalsegmentator"
+    assert s.ct.is_file() and s.dicom_dir.is_dir()
+    # Without the files anywhere: one line naming where it looked.
+    shutil.rmtree(prefix)
+    monkeypatch.setattr(data, "_sample_ct_candidates", lambda: [tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(DataError) as exc:
+        sample_ct()
+    assert_one_line(exc, str(tmp_path / "a"), str(tmp_path / "b"), "sample CT is not there")
+
+
+def test_validate_real_ct(tmp_path: Path) -> None:
     """The real abdominal CT and its spleen mask, laid out as a one-case MSD data set."""
-    src = shared_data / "totalsegmentator-example"
+    src = sample_ct()
     root = tmp_path / "Task09_Spleen"
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
-    shutil.copy(src / "ct.nii.gz", root / "imagesTr" / "spleen_1.nii.gz")
-    shutil.copy(src / "ct_spleen.nii.gz", root / "labelsTr" / "spleen_1.nii.gz")
+    shutil.copy(src.ct, root / "imagesTr" / "spleen_1.nii.gz")
+    shutil.copy(src.ct_spleen, root / "labelsTr" / "spleen_1.nii.gz")
     (root / "dataset.json").write_text(json.dumps({"training": [
         {"image": "./imagesTr/spleen_1.nii.gz", "label": "./labelsTr/spleen_1.nii.gz"}]}))
     [info] = validate_dataset(tmp_path)
@@ -387,13 +420,13 @@ def test_validate_real_ct(shared_data: Path, tmp_path: Path) -> None:
     assert info.spleen_ml == pytest.approx(9677 * 27 / 1000)
 
 
-def test_real_multilabel_mask_is_refused(shared_data: Path) -> None:
-    seg = shared_data / "totalsegmentator-example" / "ct_dicom_seg.nii.gz"
+def test_real_multilabel_mask_is_refused() -> None:
+    seg = sample_ct().dicom_seg
     with pytest.raises(DataError) as exc:
         validate_case(seg, seg)
     assert_one_line(exc, str(seg), "other than 0 and 1", "found 5, 6, 7")
     with pytest.raises(DataError) as exc:
-        validate_case(shared_data / "totalsegmentator-example" / "ct.nii.gz", seg)
+        validate_case(sample_ct().ct, seg)
     assert_one_line(exc, str(seg), "(512, 512, 20)", "(122, 101, 112)")
 
 

@@ -1,8 +1,10 @@
-"""Tests of spleen_helpers.dicom: writing, grouping, checks, chunking, conversion, CLI.
+"""Tests of spleen_helpers.dicom: grouping, checks, study folders, choosing a series,
+multi-frame files, gantry tilt, chunking, conversion, CLI.
 
-Synthetic series exercise the writer and every refusal; the real scanner series in
+Synthetic series and studies exercise the writers and every refusal; the committed real CT
+(``data/samples``) checks geometry and HU against its spleen mask; the vendor series in
 ``../shared/data`` (skipped when absent) check slice order, geometry and pixel values
-against dicom2nifti's ground truth and a real abdominal CT with a spleen mask.
+against dicom2nifti's ground truth.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ import numpy as np
 import pydicom
 import pytest
 
-from spleen_helpers.tools.cli import main
-from spleen_helpers.dicom import (MIN_SLICES, DicomSeries, DicomWarning, convert_series,
-                                  dicom_dir_to_nifti, find_series, load_series_hu, series_name,
+from spleen_helpers.data import sample_ct
+from spleen_helpers.dicom import (MIN_SLICES, DicomSeries, DicomWarning, choose_ct_series,
+                                  convert_series, convert_study, dicom_dir_to_nifti, find_series,
+                                  load_series_hu, scan_study, select_series, series_name,
                                   split_series)
 from spleen_helpers.errors import DicomError
-from spleen_helpers.synthetic import PhantomSpec, generate_case, write_ct_series
+from spleen_helpers.synthetic import (PhantomSpec, generate_case, tilted_affine, write_ct_series,
+                                      write_enhanced_ct, write_phantom_study)
+from spleen_helpers.tools.cli import main
 
 # x, y and z differ in size and spacing so that any swapped axis shows.
 SPEC = PhantomSpec(shape=(40, 32, 10), spacing=(3.0, 2.5, 5.0))
@@ -150,7 +155,8 @@ def test_two_series_in_one_folder_give_two_volumes(tmp_path: Path) -> None:
 
 def test_missing_slice_is_refused(synth_dir: Path, tmp_path: Path) -> None:
     (synth_dir / "CT_00004.dcm").unlink()
-    with pytest.raises(DicomError, match="missing slice") as err:
+    with pytest.warns(DicomWarning, match="skipped .*missing slice"), \
+            pytest.raises(DicomError, match="no series could be converted .*missing slice") as err:
         dicom_dir_to_nifti(synth_dir, tmp_path / "out")
     _one_line_naming(err, synth_dir)
     assert not (tmp_path / "out").exists()
@@ -324,15 +330,15 @@ def test_slices_that_are_not_a_volume_are_refused(testdata: Path) -> None:
 
 def test_monai_ct_with_a_gap_is_refused(shared_data: Path, tmp_path: Path) -> None:
     folder = shared_data / "monai-ct-dicom"
-    with pytest.raises(DicomError, match="missing slice") as err:
+    with pytest.warns(DicomWarning), pytest.raises(DicomError, match="missing slice") as err:
         dicom_dir_to_nifti(folder, tmp_path / "out")
     _one_line_naming(err, folder)
 
 
-# -------------------------------------------------------------- TotalSegmentator CT (JPEG 2000)
+# ------------------------------------------------ the committed real CT (TotalSegmentator, JPEG 2000)
 @pytest.fixture(scope="module")
-def ts_dir(shared_data: Path) -> Path:
-    return shared_data / "totalsegmentator-example"
+def ts_dir() -> Path:
+    return sample_ct().root
 
 
 @pytest.fixture(scope="module")
@@ -344,10 +350,10 @@ def ts_converted(ts_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def test_totalsegmentator_ct_matches_its_spleen_mask(ts_dir: Path, ts_converted: Path) -> None:
     ct, seg = nib.load(ts_converted), nib.load(ts_dir / "ct_dicom_seg.nii.gz")
     assert ct.shape == seg.shape == (512, 512, 20)
-    np.testing.assert_allclose(ct.affine, seg.affine, atol=1e-6)
+    np.testing.assert_array_equal(ct.affine, seg.affine)  # exactly the mask's affine
     spleen = np.asanyarray(seg.dataobj) == 1
     mean_hu = float(np.asanyarray(ct.dataobj)[spleen].mean())
-    assert 40 < mean_hu < 120, mean_hu  # soft tissue; a flipped or misordered volume gives ~ -377
+    assert abs(mean_hu - 80) < 5, mean_hu  # soft tissue; a flipped or misordered volume gives ~ -377
 
 
 def test_totalsegmentator_ct_in_groups_of_8(ts_dir: Path, ts_converted: Path, tmp_path: Path) -> None:
@@ -397,3 +403,375 @@ def test_cli_reports_a_dropped_chunk_on_stderr(synth_dir: Path, tmp_path: Path, 
     out, err = capsys.readouterr()
     assert rc == 0 and len(out.split()) == 2
     assert err.startswith("warning: ") and "DROPPED" in err
+
+
+# ------------------------------------------------------------------------------ study folders
+@pytest.fixture
+def study(tmp_path: Path) -> Path:
+    """Localizer (series 1), CT at 6 mm (2), CT at 3 mm (3), dose report without geometry (999)."""
+    return write_phantom_study(tmp_path / "study", seed=1)
+
+
+def _outcomes(result) -> dict:
+    return {o.series_number: o for o in result.outcomes}
+
+
+def test_study_folder_converts_every_volume_and_skips_the_rest(study: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with notify, nothing is issued as a warning
+        result = convert_study(study, tmp_path / "out", notify=lines.append)
+    names = ["002_abdomen_6_mm.nii.gz", "003_abdomen_3_mm.nii.gz"]
+    assert [p.name for p in result.written] == names
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == names  # nothing else, no temp file
+    assert [nib.load(p).shape for p in result.written] == [(48, 48, 12), (48, 48, 23)]
+    image, _, affine = generate_case(1, PhantomSpec(shape=(48, 48, 12), spacing=(5.0, 5.0, 6.0)))
+    got = _canonical(nib.load(result.written[0]))
+    np.testing.assert_array_equal(np.asanyarray(got.dataobj), np.asanyarray(_canonical(nib.Nifti1Image(image, affine)).dataobj))
+    by_number = _outcomes(result)
+    assert [o.status for o in result.outcomes] == ["skipped", "written", "written", "skipped"]
+    assert by_number[1].reason == r"a localizer (ImageType ORIGINAL\PRIMARY\LOCALIZER), not a volume"
+    assert by_number[999].reason.startswith("no image geometry (ImagePositionPatient, "
+                                           "ImageOrientationPatient, PixelSpacing missing)")
+    assert "Secondary Capture Image Storage" in by_number[999].reason
+    assert len(lines) == 2 and all("\n" not in line and line.startswith(f"{study}: skipped series #")
+                                   for line in lines)
+    assert "'topogram'" in lines[0] and "'dose report'" in lines[1]
+    table = result.table().splitlines()
+    assert table[0].split() == ["series", "description", "modality", "slices", "result"]
+    assert [row.split()[0] for row in table[1:]] == ["#1", "#2", "#3", "#999"]
+    assert "written: 003_abdomen_3_mm.nii.gz" in table[3] and "skipped: a localizer" in table[1]
+    assert table[2].split()[1:5] == ["abdomen", "6", "mm", "CT"]
+
+
+def test_cli_converts_a_study_exit_0_warnings_and_a_summary_table(study: Path, tmp_path: Path, capsys) -> None:
+    rc = main(["dicom2nifti", str(study), str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert [Path(p).name for p in out.split()] == ["002_abdomen_6_mm.nii.gz", "003_abdomen_3_mm.nii.gz"]
+    warned = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 2 and "localizer" in warned[0] and "no image geometry" in warned[1]
+    table = [line for line in err.splitlines() if not line.startswith("warning: ")]
+    assert len(table) == 5 and table[0].startswith("series") and "skipped: no image geometry" in table[4]
+
+
+def test_a_study_without_any_volume_fails_with_one_line(study: Path, tmp_path: Path, capsys) -> None:
+    shutil.rmtree(study / "02_ct")
+    shutil.rmtree(study / "03_ct_thin")
+    out = tmp_path / "out"
+    with pytest.raises(DicomError, match="no series could be converted") as err:
+        dicom_dir_to_nifti(study, out, notify=lambda line: None)
+    msg = _one_line_naming(err, study)
+    assert "'topogram'" in msg and "localizer" in msg and "'dose report'" in msg and "no image geometry" in msg
+    assert not out.exists()
+    assert main(["dicom2nifti", str(study), str(out)]) == 2
+    stdout, stderr = capsys.readouterr()
+    assert stdout == "" and stderr.splitlines()[-1].startswith(f"error: {study}: no series could be converted")
+    assert not out.exists()
+
+
+def test_a_series_with_a_missing_slice_stops_only_itself(study: Path, tmp_path: Path) -> None:
+    (study / "02_ct" / "CT_00005.dcm").unlink()
+    lines: list[str] = []
+    result = convert_study(study, tmp_path / "out", notify=lines.append)
+    assert [p.name for p in result.written] == ["003_abdomen_3_mm.nii.gz"]
+    second = _outcomes(result)[2]
+    assert second.status == "skipped" and second.reason.startswith("missing slice(s)")
+    assert "CT_00004.dcm -> CT_00006.dcm" in second.reason
+    assert any("missing slice" in line and "'abdomen 6 mm'" in line for line in lines)
+    with pytest.raises(DicomError, match="missing slice"):  # the strict form still refuses
+        find_series(study / "02_ct")
+
+
+def test_a_series_that_fails_half_way_leaves_no_file(study: Path, tmp_path: Path) -> None:
+    damaged = study / "03_ct_thin" / "CT_00020.dcm"
+    damaged.write_bytes(damaged.read_bytes()[:-10])  # header intact, pixels cut short
+    lines: list[str] = []
+    result = convert_study(study, tmp_path / "out", slices_per_group=6, notify=lines.append)
+    # series 3: 23 slices -> 6, 6, 6, 5; chunks 1-3 were written before chunk 4 failed
+    thin = _outcomes(result)[3]
+    assert thin.status == "failed" and "CT_00020.dcm" in thin.reason and "cannot be decoded" in thin.reason
+    assert thin.outputs == ()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "002_abdomen_6_mm_chunk01.nii.gz", "002_abdomen_6_mm_chunk02.nii.gz"]
+    assert any(line.startswith(f"{study}: series #3 'abdomen 3 mm'") and "not converted" in line
+               for line in lines)
+
+
+def _write_non_image(path: Path, sop_class: str, series: bool = True) -> Path:
+    """A DICOM file without pixels: a dose structured report, or (``series=False``) a DICOMDIR."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    if series:
+        ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+        ds.Modality, ds.SeriesNumber, ds.SeriesDescription = "SR", 998, "radiation dose"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _write_dose_sr(folder: Path) -> Path:
+    return _write_non_image(folder / "SR00001", pydicom.uid.XRayRadiationDoseSRStorage)
+
+
+def test_a_structured_report_and_a_dicomdir_are_skipped_as_not_images(study: Path, tmp_path: Path) -> None:
+    _write_dose_sr(study / "98_sr")
+    _write_non_image(study / "DICOMDIR", pydicom.uid.MediaStorageDirectoryStorage, series=False)
+    scan = scan_study(study, notify=lambda line: None)
+    (sr,) = [s for s in scan.skipped if s.series_number == 998]
+    assert sr.reason == "not an image (X-Ray Radiation Dose SR Storage)" and not sr.is_image
+    (dicomdir,) = [s for s in scan.skipped if not s.uid]
+    assert dicomdir.label() == "file DICOMDIR" and dicomdir.reason == "not an image (Media Storage Directory Storage)"
+    # the strict form skips reports too (they are no image series to refuse)
+    ct_only = tmp_path / "ct_and_sr"
+    shutil.copytree(study / "02_ct", ct_only / "ct")
+    _write_dose_sr(ct_only / "sr")
+    with pytest.warns(DicomWarning, match="not an image"):
+        assert [s.series_number for s in find_series(ct_only)] == [2]
+
+
+def test_slices_at_one_position_are_skipped_in_a_study(study: Path) -> None:
+    for f in (study / "01_topogram").iterdir():  # no longer marked as a localizer
+        ds = pydicom.dcmread(f)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.save_as(f)
+    scan = scan_study(study, notify=lambda line: None)
+    assert scan.skipped[0].reason.startswith("all 3 slices lie at the same position")
+    assert [s.series_number for s in find_series(study, on_error="skip", notify=lambda m: None)] == [2, 3]
+    with pytest.raises(DicomError, match="same position"):
+        find_series(study)
+
+
+def test_too_few_slices_are_skipped(tmp_path: Path) -> None:
+    write_ct_series(np.zeros((8, 8, 3), np.int16), np.eye(4), tmp_path / "short")
+    write_ct_series(np.zeros((8, 8, 6), np.int16), np.eye(4), tmp_path / "ok", series_number=2)
+    scan = scan_study(tmp_path, notify=lambda line: None)
+    assert [s.num_slices for s in scan.series] == [6]
+    assert scan.skipped[0].reason == f"only 3 slice(s); a volume needs at least {MIN_SLICES} (a localizer?)"
+
+
+def test_lines_go_to_notify_or_are_warnings(study: Path, capsys) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scan_study(study, notify=print)
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    with pytest.warns(DicomWarning) as record:
+        scan_study(study)
+    assert ["'topogram'" in str(w.message) for w in record] == [True, False]
+
+
+def test_scan_table_lists_every_series(study: Path) -> None:
+    table = scan_study(study, notify=lambda line: None).table().splitlines()
+    assert [line.split()[0] for line in table] == ["series", "#1", "#2", "#3", "#999"]
+    assert table[2].endswith("volume") and "skipped: a localizer" in table[1]
+
+
+# ----------------------------------------------------------------------- choosing a series
+def _series(uid: str, n: int, step: float, number: int | None, modality: str = "CT",
+            orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0)) -> DicomSeries:
+    return DicomSeries(uid, Path("study"), tuple(Path(f"{uid}_{i}") for i in range(n)),
+                       tuple(step * i for i in range(n)), (0.0, 0.0, 0.0), orientation, (0.8, 0.8),
+                       step, 512, 512, series_number=number, modality=modality)
+
+
+def test_choose_ct_series_rule() -> None:
+    a, b, c = _series("1.1", 40, 2.0, 2), _series("1.2", 80, 1.0, 3), _series("1.3", 80, 0.5, 4)
+    sagittal = _series("1.4", 200, 1.0, 5, orientation=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
+    mr = _series("1.5", 300, 1.0, 6, modality="MR")
+    assert choose_ct_series([a, b, c, sagittal, mr]) is c  # most slices; the tie -> thinnest step
+    assert choose_ct_series([mr, b, a]) is b
+    twin = _series("1.0", 80, 1.0, 7)
+    assert choose_ct_series([twin, b]) is b                 # then the lower series number
+    t = np.radians(20)  # a tilted axial plane is still axial
+    tilted = _series("1.6", 90, 1.0, 8, orientation=(1.0, 0.0, 0.0, 0.0, np.cos(t), np.sin(t)))
+    assert tilted.is_axial and choose_ct_series([a, tilted]) is tilted
+    with pytest.raises(DicomError, match="no axial CT volume to segment among 2 series") as err:
+        choose_ct_series([sagittal, mr])
+    msg = _one_line_naming(err, Path("study"))
+    assert "#5" in msg and "not axial" in msg and "MR" in msg
+
+
+def test_select_series_by_number_uid_or_rule(study: Path) -> None:
+    scan = scan_study(study, notify=lambda line: None)
+    thin = [s for s in scan.series if s.series_number == 3][0]
+    assert select_series(scan) is thin                      # the rule
+    assert select_series(scan, "2").series_number == 2
+    assert select_series(scan, 2).series_number == 2
+    assert select_series(scan, thin.uid) is thin
+    with pytest.raises(DicomError, match="'topogram' uid .* was skipped: a localizer") as err:
+        select_series(scan, "1")
+    _one_line_naming(err, study)
+    with pytest.raises(DicomError, match="no series with number or SeriesInstanceUID 7; the volumes here are: #2, #3"):
+        select_series(scan, "7")
+    with pytest.raises(DicomError, match="2 series have number 2"):
+        select_series([_series("9.1", 8, 1.0, 2), _series("9.2", 8, 1.0, 2)], "2")
+
+
+# ------------------------------------------------------------------------- multi-frame CT
+def test_multiframe_ct_converts_like_its_single_frame_series(synth_dir: Path, case, tmp_path: Path) -> None:
+    import highdicom
+
+    image, _, _ = case
+    mf = write_enhanced_ct(sorted(synth_dir.glob("*.dcm")), tmp_path / "multi" / "ct.dcm")
+    (single,) = find_series(synth_dir)
+    (multi,) = find_series(tmp_path / "multi")
+    assert multi.is_multiframe and multi.num_slices == SPEC.shape[2] and set(multi.files) == {mf}
+    assert multi.positions == pytest.approx(single.positions)
+    np.testing.assert_allclose(multi.affine(), single.affine(), atol=1e-4)
+    a = nib.load(convert_series(single, tmp_path / "single.nii.gz"))
+    b = nib.load(convert_series(multi, tmp_path / "multi.nii.gz"))
+    np.testing.assert_allclose(b.affine, a.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asanyarray(b.dataobj), np.asanyarray(a.dataobj))
+    hu, tags = load_series_hu(multi)
+    np.testing.assert_array_equal(hu, image)
+    assert tags["SOP class"] == "Legacy Converted Enhanced CT Image Storage" and tags["frames per file"] == 10
+    # highdicom's own reading of the functional groups gives the same voxels in the same place
+    vol = highdicom.imread(mf).get_volume()
+    lps_of_index = vol.affine[:, [2, 1, 0, 3]]  # its array is (slice, row, column)
+    theirs = nib.Nifti1Image(np.transpose(vol.array, (2, 1, 0)), LPS_TO_RAS_TEST @ lps_of_index)
+    np.testing.assert_allclose(_canonical(theirs).affine, _canonical(a).affine, atol=1e-4)
+    np.testing.assert_array_equal(_canonical(theirs).get_fdata(), _canonical(a).get_fdata())
+
+
+LPS_TO_RAS_TEST = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def test_multiframe_frames_are_ordered_by_position_not_by_storage(synth_dir: Path, tmp_path: Path) -> None:
+    import highdicom
+
+    sources = [pydicom.dcmread(f) for f in sorted(synth_dir.glob("*.dcm"))]
+    random.Random(1).shuffle(sources)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        image = highdicom.legacy.LegacyConvertedEnhancedCTImage(
+            sources, series_instance_uid=highdicom.UID(), series_number=5,
+            sop_instance_uid=highdicom.UID(), instance_number=1,
+            include_dimension_index=False)  # frames kept in the shuffled order
+    (tmp_path / "multi").mkdir()
+    image.save_as(tmp_path / "multi" / "shuffled.dcm")
+    (multi,) = find_series(tmp_path / "multi")
+    assert list(multi.frames) != sorted(multi.frames)  # stored out of order ...
+    (single,) = find_series(synth_dir)
+    a = nib.load(convert_series(single, tmp_path / "single.nii.gz"))
+    b = nib.load(convert_series(multi, tmp_path / "multi.nii.gz"))  # ... converted in order
+    np.testing.assert_allclose(b.affine, a.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asanyarray(b.dataobj), np.asanyarray(a.dataobj))
+
+
+def test_multiframe_with_a_missing_frame_is_refused(synth_dir: Path, tmp_path: Path) -> None:
+    files = sorted(synth_dir.glob("*.dcm"))
+    write_enhanced_ct(files[:4] + files[5:], tmp_path / "multi" / "ct.dcm")
+    with pytest.raises(DicomError, match="missing slice") as err:
+        find_series(tmp_path / "multi")
+    assert "ct.dcm frame" in _one_line_naming(err, tmp_path / "multi")
+
+
+def test_multiframe_without_per_frame_positions_is_skipped(synth_dir: Path, tmp_path: Path) -> None:
+    mf = write_enhanced_ct(sorted(synth_dir.glob("*.dcm")), tmp_path / "multi" / "ct.dcm")
+    ds = pydicom.dcmread(mf)
+    del ds.PerFrameFunctionalGroupsSequence
+    ds.save_as(mf)
+    scan = scan_study(tmp_path / "multi", notify=lambda line: None)
+    assert scan.series == () and scan.skipped[0].reason.startswith(
+        "a multi-frame image (10 frames) without per-frame positions")
+
+
+def test_real_multiframe_ct_jpeg2000_converts_like_its_slices(ts_dir: Path, ts_converted: Path,
+                                                              tmp_path: Path) -> None:
+    mf = write_enhanced_ct(sorted((ts_dir / "ct_dicom").iterdir()), tmp_path / "multi" / "ct.dcm")
+    assert pydicom.dcmread(mf, stop_before_pixels=True).file_meta.TransferSyntaxUID.name.startswith("JPEG 2000")
+    (multi,) = find_series(tmp_path / "multi")
+    out = nib.load(convert_series(multi, tmp_path / "ct.nii.gz"))
+    whole = nib.load(ts_converted)
+    np.testing.assert_allclose(out.affine, whole.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asanyarray(out.dataobj), np.asanyarray(whole.dataobj))
+
+
+# ---------------------------------------------------------------------------- gantry tilt
+TILT_SPEC = PhantomSpec(shape=(48, 40, 16), spacing=(4.0, 4.0, 5.0))
+_SETTINGS = ("validate_slicecount", "validate_orientation", "validate_orthogonal",
+             "validate_slice_increment", "resample", "resample_padding",
+             "resample_spline_interpolation_order")
+
+
+def _dicom2nifti_settings() -> dict:
+    import dicom2nifti.settings
+
+    return {name: getattr(dicom2nifti.settings, name) for name in _SETTINGS}
+
+
+def test_tilted_series_is_resampled_and_the_spleen_lands_where_the_phantom_drew_it(tmp_path: Path) -> None:
+    from scipy import ndimage
+
+    image, label, affine = generate_case(3, TILT_SPEC)
+    write_ct_series(image, affine, tmp_path / "ct", gantry_tilt_deg=15.0, series_description="tilted")
+    write_ct_series(label.astype(np.int16) * 1000, affine, tmp_path / "label", gantry_tilt_deg=15.0)
+    written = tilted_affine(affine, 15.0)  # where the tilted series puts every voxel
+    (ct,) = find_series(tmp_path / "ct")
+    assert ct.tilt_deg == pytest.approx(15.0, abs=1e-3)
+    np.testing.assert_allclose(ct.affine(), written, atol=1e-4)
+    before = _dicom2nifti_settings()
+    lines: list[str] = []
+    img = nib.load(convert_series(ct, tmp_path / "ct.nii.gz", notify=lines.append))
+    assert _dicom2nifti_settings() == before  # set for one conversion, then restored
+    assert len(lines) == 1 and "gantry tilt of 15.0 degrees: resampled" in lines[0]
+    aff = img.affine
+    # A regular grid: perpendicular axes, the series' own pixel spacing in-plane, the slice
+    # axis along the slice normal.
+    axes = aff[:3, :3] / np.linalg.norm(aff[:3, :3], axis=0)
+    np.testing.assert_allclose(axes.T @ axes, np.eye(3), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(aff[:3, :2], axis=0), (4.0, 4.0), atol=1e-6)
+    np.testing.assert_allclose(np.abs(axes[:, 2]), (0.0, 0.0, 1.0), atol=1e-6)
+    assert img.get_data_dtype() == np.int16
+    # The landmark: the spleen's centre, converted the same way, within one voxel of where the
+    # phantom drew it (through the geometry the series was written with).
+    (lab,) = find_series(tmp_path / "label")
+    lab_img = nib.load(convert_series(lab, tmp_path / "label.nii.gz", notify=lambda line: None))
+    np.testing.assert_array_equal(lab_img.affine, aff)
+    spleen = np.asanyarray(lab_img.dataobj) > 500
+    got = aff @ [*ndimage.center_of_mass(spleen), 1.0]
+    want = written @ [*ndimage.center_of_mass(label), 1.0]
+    assert np.linalg.norm(got - want) < min(img.header.get_zooms()), (got, want)
+    # and the resampled CT shows the contrast-enhanced spleen there
+    data = np.asanyarray(img.dataobj)
+    assert 90 < float(data[spleen].mean()) < 150
+    # voxels of the new grid outside the scanned (sheared) stack are air, not water
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in data.shape], indexing="ij"), -1).reshape(-1, 3)
+    source = nib.affines.apply_affine(np.linalg.inv(written) @ aff, ijk)
+    outside = ((source < -1) | (source > np.array(TILT_SPEC.shape))).any(axis=1).reshape(data.shape)
+    assert outside.sum() > 1000 and (data[outside] == -1024).all()
+    # chunks of a tilted series follow the stack
+    with warnings.catch_warnings(record=True):
+        plan = split_series(ct, 8)
+    np.testing.assert_allclose(plan.chunks[1].origin, np.array(ct.origin) + 8 * ct.step, atol=1e-6)
+
+
+def test_tilt_correction_off_refuses_a_tilted_series(tmp_path: Path, capsys) -> None:
+    image, _, affine = generate_case(3, TILT_SPEC)
+    write_ct_series(image, affine, tmp_path / "in", gantry_tilt_deg=-12.0)
+    (series,) = find_series(tmp_path / "in")
+    before = _dicom2nifti_settings()
+    with pytest.raises(DicomError, match=r"12.0 degrees off the slice normal \(gantry tilt\) and tilt "
+                                         "correction is off") as err:
+        convert_series(series, tmp_path / "out" / "ct.nii.gz", tilt_correction=False)
+    _one_line_naming(err, tmp_path / "in")
+    assert _dicom2nifti_settings() == before and not (tmp_path / "out").exists()
+    assert main(["dicom2nifti", str(tmp_path / "in"), str(tmp_path / "out"), "--no-tilt-correction"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: ")
+    assert not (tmp_path / "out").exists()
+    assert main(["dicom2nifti", str(tmp_path / "in"), str(tmp_path / "out")]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.split()) == 1 and "warning: " in err and "gantry tilt of 12.0 degrees" in err
+
+
+def test_slices_far_off_their_normal_are_not_a_tilt(tmp_path: Path) -> None:
+    write_ct_series(np.zeros((8, 8, 6), np.int16), np.eye(4), tmp_path, gantry_tilt_deg=55.0)
+    with pytest.raises(DicomError, match="55.0 degrees off the slice normal: not one stack"):
+        find_series(tmp_path)

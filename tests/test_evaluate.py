@@ -151,8 +151,17 @@ def test_evaluate_named_cases_and_bad_selections(tiny_model: Path, synthetic_dir
     assert report.config.keep_largest_component is True
     with pytest.raises(DataError, match="no case named 'spleen_99'"):
         evaluate_cases(tiny_model, synthetic_dir, tmp_path / "e", cases=["spleen_99"], device="cpu")
-    with pytest.raises(ConfigError, match="cases must be 'val', 'all' or a list"):
+    with pytest.raises(ConfigError, match="cases must be 'val', 'test', 'all' or a list"):
         evaluate_cases(tiny_model, synthetic_dir, tmp_path / "e", cases="train", device="cpu")
+    test = evaluate_cases(tiny_model, synthetic_dir, tmp_path / "t", cases="test", device="cpu",
+                          save_predictions=False, log=lambda _: None)
+    assert [c.name for c in test.cases] == ["spleen_test_1", "spleen_test_2", "spleen_test_3", "spleen_test_4"]
+    assert all("imagesTs" in str(c.image) and "labelsTs" in str(c.label) for c in test.cases)
+    from spleen_helpers.synthetic import write_synthetic_dataset
+
+    no_test = write_synthetic_dataset(tmp_path / "no_test", num_cases=3, num_test=0)
+    with pytest.raises(DataError, match="has no labelled test cases"):
+        evaluate_cases(tiny_model, no_test, tmp_path / "e", cases="test", device="cpu")
     with pytest.raises(ConfigError, match="unknown metric"):
         report.best("accuracy")
 

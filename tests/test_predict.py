@@ -1,5 +1,6 @@
 """Prediction: masks back in the original image space (synthetic LPS anisotropic volume and the
-real CT), NIfTI and DICOM input, saved masks, the CLI and refusals."""
+real CT), NIfTI, DICOM series and study folders (the documented choice of series), saved masks,
+the CLI and refusals."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import numpy as np
 import pytest
 
 from spleen_helpers.config import CourseConfig
-from spleen_helpers.errors import CheckpointError, DataError
+from spleen_helpers.data import sample_ct
+from spleen_helpers.errors import CheckpointError, ConfigError, DataError, DicomError
 from spleen_helpers.predict import predict_file, predict_volume, save_mask
 from spleen_helpers.tools import cli
-from support import ThresholdNet, dice, level_for, lps_case, save_nifti, skip_or_fail, tiny_cfg
+from support import ThresholdNet, dice, level_for, lps_case, save_nifti, tiny_cfg
 
 # ----------------------------------------------------------------- original image space
 def test_prediction_comes_back_on_the_lps_anisotropic_grid(tmp_path: Path) -> None:
@@ -44,10 +46,8 @@ def test_prediction_comes_back_on_the_lps_anisotropic_grid(tmp_path: Path) -> No
     assert not list((tmp_path / "out").glob(".*part*"))   # no temporary file left behind
 
 
-def test_prediction_on_the_real_ct_has_its_shape_and_affine(shared_data: Path, tmp_path: Path) -> None:
-    ct = shared_data / "totalsegmentator-example" / "ct.nii.gz"
-    if not ct.is_file():
-        skip_or_fail(f"{ct} is not in this checkout's shared data")
+def test_prediction_on_the_real_ct_has_its_shape_and_affine(tmp_path: Path) -> None:
+    ct = sample_ct().ct
     img = nib.load(ct)
     assert img.shape == (122, 101, 112) and nib.aff2axcodes(img.affine) == ("R", "A", "S")
     cfg = CourseConfig()  # the tutorial's 1.5 x 1.5 x 2 mm resampling, from a 3 mm CT
@@ -84,6 +84,64 @@ def test_predict_file_from_nifti_and_from_a_dicom_folder(tiny_model: Path, tmp_p
     saved = nib.load(r.output)
     assert saved.shape == converted.shape == image.shape
     assert np.array_equal(saved.affine, converted.affine)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Localizer (series 1), CT at 6 mm (2), CT at 3 mm (3: the most slices), dose report (999)."""
+    from spleen_helpers.synthetic import write_phantom_study
+
+    return write_phantom_study(tmp_path_factory.mktemp("study") / "study", seed=2)
+
+
+def test_predict_on_a_study_folder_segments_the_documented_choice(tiny_model: Path, study: Path,
+                                                                   tmp_path: Path) -> None:
+    lines: list[str] = []
+    r = predict_file(tiny_model, study, tmp_path / "mask.nii.gz", device="cpu", notify=lines.append)
+    assert r.series.startswith("series #3 'abdomen 3 mm'") and "23 slices" in r.series
+    assert len(r.other_series) == 3
+    assert r.other_series[0].startswith("series #2 'abdomen 6 mm'") and "12 slices" in r.other_series[0]
+    assert "skipped (a localizer" in r.other_series[1] and "skipped (no image geometry" in r.other_series[2]
+    assert len(lines) == 2 and "topogram" in lines[0] and "dose report" in lines[1]
+    converted, saved = nib.load(r.image), nib.load(r.output)
+    assert converted.shape == saved.shape == (48, 48, 23)
+    assert np.array_equal(saved.affine, converted.affine)
+    chosen = predict_file(tiny_model, study, tmp_path / "mask2.nii.gz", device="cpu", series="2",
+                          notify=lambda line: None)
+    assert chosen.series.startswith("series #2 ") and nib.load(chosen.output).shape == (48, 48, 12)
+
+
+def test_predict_refuses_a_series_it_cannot_use(tiny_model: Path, study: Path, tmp_path: Path) -> None:
+    with pytest.raises(DicomError, match="'topogram' .* was skipped: a localizer"):
+        predict_file(tiny_model, study, tmp_path / "m.nii.gz", device="cpu", series="1",
+                     notify=lambda line: None)
+    with pytest.raises(DicomError, match="no axial CT volume to segment"):
+        predict_file(tiny_model, study / "01_topogram", tmp_path / "m.nii.gz", device="cpu",
+                     notify=lambda line: None)
+    path, _, _ = lps_case(tmp_path)
+    with pytest.raises(ConfigError, match="only be chosen in a DICOM folder"):
+        predict_file(tiny_model, path, tmp_path / "m.nii.gz", device="cpu", series="2")
+    assert not (tmp_path / "m.nii.gz").exists() and not (tmp_path / "m_image.nii.gz").exists()
+
+
+def test_cli_predict_on_a_study_prints_the_choice_and_the_others(tiny_model: Path, study: Path,
+                                                                 tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m.nii.gz"
+    assert cli.main(["predict", "--model", str(tiny_model), "--input", str(study), "--output", str(out),
+                     "--device", "cpu"]) == 0
+    printed, err = capsys.readouterr()
+    lines = printed.splitlines()
+    assert lines[0].startswith("DICOM series segmented (rule: axial CT, most slices, then thinnest): "
+                               "series #3 'abdomen 3 mm'")
+    assert [line.split(": ")[1].split()[1] for line in lines[1:4]] == ["#2", "#1", "#999"]
+    assert err.count("warning: ") == 2
+    assert cli.main(["predict", "--model", str(tiny_model), "--input", str(study), "--output", str(out),
+                     "--device", "cpu", "--series", "2"]) == 0
+    assert capsys.readouterr().out.startswith("DICOM series segmented (as asked): series #2 ")
+    assert cli.main(["predict", "--model", str(tiny_model), "--input", str(study), "--output", str(out),
+                     "--device", "cpu", "--series", "999"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"error: {study}: series #999 'dose report'") and "was skipped" in err
 
 
 def test_predict_file_refuses_bad_input(tiny_model: Path, tmp_path: Path) -> None:

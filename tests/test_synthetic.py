@@ -18,7 +18,10 @@ from spleen_helpers.synthetic import (
     PhantomSpec,
     ensure_synthetic_dataset,
     generate_case,
+    tilted_affine,
     write_ct_series,
+    write_enhanced_ct,
+    write_phantom_study,
     write_synthetic_dataset,
 )
 
@@ -140,11 +143,27 @@ def test_dataset_json_has_the_task09_keys_and_loads_with_monai(tmp_path: Path) -
     meta = json.loads((out / "dataset.json").read_text())
     assert TASK09_KEYS <= set(meta) and set(meta) - TASK09_KEYS == {"synthetic"}
     assert meta["modality"] == {"0": "CT"} and meta["labels"] == {"0": "background", "1": "spleen"}
-    assert meta["numTraining"] == len(meta["training"]) == 3 and meta["numTest"] == len(meta["test"]) == 0
+    assert meta["numTraining"] == len(meta["training"]) == 3 and meta["numTest"] == len(meta["test"]) == 4
     assert meta["training"][0] == {"image": "./imagesTr/spleen_1.nii.gz", "label": "./labelsTr/spleen_1.nii.gz"}
-    items = load_decathlon_datalist(out / "dataset.json", is_segmentation=True, data_list_key="training",
-                                    base_dir=out)
-    assert len(items) == 3 and all(Path(i["image"]).is_file() and Path(i["label"]).is_file() for i in items)
+    assert meta["test"][0] == {"image": "./imagesTs/spleen_test_1.nii.gz", "label": "./labelsTs/spleen_test_1.nii.gz"}
+    for split, count in (("training", 3), ("test", 4)):
+        items = load_decathlon_datalist(out / "dataset.json", is_segmentation=True, data_list_key=split,
+                                        base_dir=out)
+        assert len(items) == count and all(Path(i["image"]).is_file() and Path(i["label"]).is_file()
+                                           for i in items)
+
+
+def test_test_cases_are_held_out_and_get_no_dicom(tmp_path: Path) -> None:
+    """Test phantoms are other cases than the training ones (other seeds), with labels, and
+    only the training cases are exported as DICOM."""
+    out = write_synthetic_dataset(tmp_path / "s", num_cases=2, spec=SMALL, seed=0, num_test=2, dicom=True)
+    train_imgs = [np.asarray(nib.load(p).dataobj) for p in sorted((out / "imagesTr").glob("*.nii.gz"))]
+    test_imgs = [np.asarray(nib.load(p).dataobj) for p in sorted((out / "imagesTs").glob("*.nii.gz"))]
+    assert len(test_imgs) == 2 and len(list((out / "labelsTs").glob("*.nii.gz"))) == 2
+    assert not any(np.array_equal(a, b) for a in train_imgs for b in test_imgs)
+    assert sorted(p.name for p in (out / "dicom").iterdir()) == ["spleen_1", "spleen_2"]
+    none = write_synthetic_dataset(tmp_path / "n", num_cases=1, spec=SMALL, num_test=0)
+    assert json.loads((none / "dataset.json").read_text())["test"] == []
 
 
 def test_existing_data_set_is_not_overwritten_without_force(tmp_path: Path) -> None:
@@ -163,35 +182,51 @@ def stamps(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
-def test_ensure_reuses_a_matching_set_and_regenerates_on_change(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    out = tmp_path / "s"
-    assert ensure_synthetic_dataset(out, num_cases=2, spec=SMALL, seed=1) == out
-    before = stamps(out)
-    ensure_synthetic_dataset(out, num_cases=2, spec=SMALL, seed=1)
-    assert stamps(out) == before  # reused, nothing rewritten
-    first = np.asarray(nib.load(out / "imagesTr" / "spleen_1.nii.gz").dataobj)
+def test_ensure_reuses_a_matching_set_and_never_silently_replaces_another(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from spleen_helpers.errors import DataError
 
-    ensure_synthetic_dataset(out, num_cases=2, spec=SMALL, seed=2)  # another seed
-    assert not np.array_equal(first, np.asarray(nib.load(out / "imagesTr" / "spleen_1.nii.gz").dataobj))
-    ensure_synthetic_dataset(out, num_cases=3, spec=SMALL, seed=2)  # more cases
-    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 3
-    bigger = SMALL.replace(shape=(24, 24, 8))
-    ensure_synthetic_dataset(out, num_cases=3, spec=bigger, seed=2)  # another grid
-    assert nib.load(out / "imagesTr" / "spleen_3.nii.gz").shape == (24, 24, 8)
-    (out / "labelsTr" / "spleen_2.nii.gz").unlink()  # a damaged set is rebuilt
-    ensure_synthetic_dataset(out, num_cases=3, spec=bigger, seed=2)
-    assert (out / "labelsTr" / "spleen_2.nii.gz").is_file()
-    assert not (out / "dicom").exists()
-    ensure_synthetic_dataset(out, num_cases=3, spec=bigger, seed=2, dicom=True)  # DICOM asked for
-    assert len(list((out / "dicom").iterdir())) == 3
+    out = tmp_path / "s"
+    assert ensure_synthetic_dataset(out, num_cases=2, spec=SMALL, seed=1, num_test=1) == out
     before = stamps(out)
-    ensure_synthetic_dataset(out, num_cases=3, spec=bigger, seed=2)  # a DICOM set serves NIfTI users too
+    ensure_synthetic_dataset(out, num_cases=2, spec=SMALL, seed=1, num_test=1)
+    assert stamps(out) == before  # reused, nothing rewritten
+
+    for changes, words in (({"seed": 2}, "seed 1 (asked: 2)"), ({"num_cases": 3}, "num_training 2 (asked: 3)"),
+                           ({"spec": SMALL.replace(shape=(24, 24, 8))}, "shape_xyz"),
+                           ({"num_test": 0}, "num_test 1 (asked: 0)")):
+        args = {"num_cases": 2, "spec": SMALL, "seed": 1, "num_test": 1} | changes
+        with pytest.raises(DataError, match="other parameters") as err:
+            ensure_synthetic_dataset(out, **args)  # a model or saved masks may belong to this set
+        assert words in str(err.value) and "\n" not in str(err.value)
+    assert stamps(out) == before
+
+    lines: list[str] = []
+    (out / "labelsTr" / "spleen_2.nii.gz").unlink()  # an incomplete set is rebuilt, and says so
+    ensure_synthetic_dataset(out, num_cases=2, spec=SMALL, seed=1, num_test=1, log=lines.append)
+    assert (out / "labelsTr" / "spleen_2.nii.gz").is_file() and "incomplete" in lines[-1]
+    meta = json.loads((out / "dataset.json").read_text())
+    meta["synthetic"]["generator_version"] = 1     # an older generator's set is rebuilt, and says so
+    (out / "dataset.json").write_text(json.dumps(meta))
+    ensure_synthetic_dataset(out, num_cases=2, spec=SMALL, seed=1, num_test=1, log=lines.append)
+    assert "generator version 1" in lines[-1]
+
+    assert not (out / "dicom").exists()
+    before = stamps(out)
+    ensure_synthetic_dataset(out, num_cases=2, spec=SMALL, seed=1, num_test=1, dicom=True)  # added in place
+    assert len(list((out / "dicom").iterdir())) == 2
+    assert {k: v for k, v in stamps(out).items() if k.startswith(("images", "labels"))} == \
+        {k: v for k, v in before.items() if k.startswith(("images", "labels"))}
+    before = stamps(out)
+    ensure_synthetic_dataset(out, num_cases=2, spec=SMALL, seed=1, num_test=1)  # a DICOM set serves NIfTI users too
     assert stamps(out) == before
 
     monkeypatch.setenv("SPLEEN_COURSE_HOME", str(tmp_path / "home"))
-    default = ensure_synthetic_dataset(num_cases=1, spec=SMALL)
+    default = ensure_synthetic_dataset(num_cases=1, spec=SMALL, num_test=0)
     assert default == tmp_path / "home" / "data" / "synthetic" and (default / "dataset.json").is_file()
+    other_seed = ensure_synthetic_dataset(num_cases=1, spec=SMALL, num_test=0, seed=3)  # a folder of its own
+    assert other_seed == tmp_path / "home" / "data" / "synthetic-seed3"
+    assert json.loads((default / "dataset.json").read_text())["synthetic"]["seed"] == 0
 
 
 def test_cli_dicom_writes_one_series_per_case(tmp_path: Path) -> None:
@@ -279,3 +314,57 @@ def test_rewriting_a_shorter_series_removes_stale_slices(tmp_path: Path) -> None
     write_ct_series(np.zeros((4, 4, 5), np.int16), np.eye(4), tmp_path)
     assert len(list(tmp_path.glob("*.dcm"))) == 5
     assert find_series(tmp_path)[0].num_slices == 5
+
+
+def test_tilted_series_shears_the_positions_by_the_angle(case, tmp_path: Path) -> None:
+    image, _, affine = case
+    files = write_ct_series(image, affine, tmp_path / "t", gantry_tilt_deg=20.0, series_number=7)
+    first, second, last = (pydicom.dcmread(f, stop_before_pixels=True) for f in (files[0], files[1], files[-1]))
+    assert float(first.GantryDetectorTilt) == 20.0 and first.SeriesNumber == 7
+    assert [float(v) for v in first.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]  # slices stay axial
+    run = np.array(last.ImagePositionPatient, float) - np.array(first.ImagePositionPatient, float)
+    assert np.degrees(np.arctan2(run[1], run[2])) == pytest.approx(20.0, abs=1e-4)  # y (posterior) per z
+    step = np.array(second.ImagePositionPatient, float) - np.array(first.ImagePositionPatient, float)
+    np.testing.assert_allclose(step, [0.0, 5.0 * np.tan(np.radians(20.0)), 5.0], atol=1e-5)
+    # tilted_affine is the geometry the files describe, in RAS
+    np.testing.assert_allclose(np.diag([-1, -1, 1]) @ tilted_affine(affine, 20.0)[:3, 2], step, atol=1e-5)
+    straight = write_ct_series(image, affine, tmp_path / "s")
+    assert pydicom.dcmread(straight[0]).SeriesInstanceUID != first.SeriesInstanceUID
+    with pytest.raises(DicomError, match="within"):
+        write_ct_series(image, affine, tmp_path / "x", gantry_tilt_deg=75.0)
+
+
+def test_phantom_study_has_the_series_a_pacs_export_holds(tmp_path: Path) -> None:
+    study = write_phantom_study(tmp_path / "study", seed=4)
+    headers = {d.name: [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(d.iterdir())]
+               for d in study.iterdir()}
+    assert {name: len(h) for name, h in headers.items()} == {
+        "01_topogram": 3, "02_ct": 12, "03_ct_thin": 23, "99_dose_report": 1}
+    assert len({h.StudyInstanceUID for hs in headers.values() for h in hs}) == 1
+    assert {name: hs[0].SeriesNumber for name, hs in headers.items()} == {
+        "01_topogram": 1, "02_ct": 2, "03_ct_thin": 3, "99_dose_report": 999}
+    topo = headers["01_topogram"]
+    assert all("LOCALIZER" in h.ImageType for h in topo)
+    assert len({tuple(h.ImagePositionPatient) for h in topo}) == 1
+    dose = headers["99_dose_report"][0]
+    assert dose.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage and "ImagePositionPatient" not in dose
+    # the thin reconstruction holds the CT's slices at even positions and their means between
+    thick, thin = find_series(study / "02_ct")[0], find_series(study / "03_ct_thin")[0]
+    assert thin.slice_step == pytest.approx(thick.slice_step / 2)
+    np.testing.assert_allclose(thin.origin, thick.origin)
+    image, _, _ = generate_case(4, PhantomSpec(shape=(48, 48, 12), spacing=(5.0, 5.0, 6.0)))
+    np.testing.assert_array_equal(pydicom.dcmread(thin.files[4]).pixel_array.astype(np.int32) - 1024,
+                                  image[:, :, 2].T)
+
+
+def test_enhanced_ct_holds_every_slice_as_a_frame(synth_dir: Path) -> None:
+    files = sorted(synth_dir.glob("*.dcm"))
+    out = write_enhanced_ct(files, synth_dir.parent / "mf" / "ct.dcm", series_number=9)
+    ds = pydicom.dcmread(out)
+    assert ds.SOPClassUID == pydicom.uid.LegacyConvertedEnhancedCTImageStorage
+    assert int(ds.NumberOfFrames) == len(files) and ds.SeriesNumber == 9
+    positions = sorted(tuple(float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient)
+                       for item in ds.PerFrameFunctionalGroupsSequence)
+    want = sorted(tuple(float(v) for v in pydicom.dcmread(f).ImagePositionPatient) for f in files)
+    np.testing.assert_allclose(positions, want)
+    assert not list(out.parent.glob(".*part*"))  # written atomically

@@ -264,6 +264,38 @@ def test_find_or_train_model_prefers_the_run_then_trains_a_fallback(tiny_model: 
     assert "using the short fallback run" in lines[-1]
 
 
+def test_train_is_the_plain_monai_loop(synthetic_dir, tmp_path) -> None:
+    """train() gives, bit for bit, the losses of the loop notebook 03 writes out by hand (a
+    progress bar that wrapped the DataLoader drew one extra random number per epoch)."""
+    from monai.utils import set_determinism
+
+    from spleen_helpers.data import load_datalist, split_datalist
+    from spleen_helpers.model import build_loss, build_optimizer, build_unet
+    from spleen_helpers.train import build_loaders, validate_dice
+
+    cfg = tiny_config(max_epochs=2, val_interval=1)
+    for progress in (False, True):
+        result = train(synthetic_dir, tmp_path / str(progress), cfg, progress=progress, log=lambda _: None)
+        set_determinism(seed=cfg.seed)
+        train_loader, val_loader, _ = build_loaders(*split_datalist(load_datalist(synthetic_dir), cfg), cfg)
+        model = build_unet(cfg)
+        optimizer, loss_function = build_optimizer(model, cfg), build_loss(cfg)
+        losses, dices = [], []
+        for _ in range(cfg.max_epochs):
+            model.train()
+            total = 0.0
+            for batch in train_loader:
+                optimizer.zero_grad()
+                loss = loss_function(model(batch["image"]), batch["label"])
+                loss.backward()
+                optimizer.step()
+                total += loss.item()
+            losses.append(total / len(train_loader))
+            dices.append(validate_dice(model, val_loader, cfg, torch.device("cpu")))
+        assert result.history.train_loss == losses, f"progress={progress}"
+        assert result.history.val_dice == dices, f"progress={progress}"
+
+
 # ------------------------------------------------------------------------------ learning
 # Sixteen epochs of the tiny UNet, validated once at the end.
 LEARNING = dict(max_epochs=16, val_interval=16, learning_rate=2e-3)

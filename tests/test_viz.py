@@ -184,3 +184,14 @@ def test_plot_slices_returns_a_pyplot_free_figure(volumes) -> None:
     assert len(only_image.axes) == 1 and only_image.axes[0].get_title() == f"image (coronal {SHAPE[1] // 2})"
     with pytest.raises(DataError, match=r"slices \[99\] are outside"):
         plot_slices(image, slices=[2, 99])
+
+
+def test_the_viewer_displays_a_picture_beside_the_widget(volumes) -> None:
+    """Front ends without widgets (saved HTML, GitHub, nbviewer) show the first view as PNG."""
+    import base64
+
+    image, label, pred = volumes
+    viewer = slice_viewer(image, label, pred)
+    bundle = viewer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert base64.b64decode(bundle["image/png"]) == viewer.render_png()

@@ -44,11 +44,13 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
                        description="Write a synthetic abdominal CT phantom with spleen labels in the "
                                    "Medical Segmentation Decathlon Task09 layout.")
     p.add_argument("--out", type=Path, required=True, help="output data directory")
-    p.add_argument("--cases", type=_positive_int, default=12, help="number of cases (default 12)")
+    p.add_argument("--cases", type=_positive_int, default=12, help="number of training cases (default 12)")
     p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("Z", "Y", "X"),
                    default=None, help="voxels per volume: slices, rows, columns")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"), default=None,
                    help="voxel spacing in mm (x, y, z)")
+    p.add_argument("--test-cases", type=_non_negative_int, default=4,
+                   help="held-out test cases, with labels (imagesTs/, labelsTs/; default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--dicom", action="store_true", help="also write each case as a DICOM CT series")
     p.add_argument("--force", action="store_true", help="overwrite an existing data set")
@@ -65,43 +67,64 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if args.spacing is not None:
         spec = spec.replace(spacing=tuple(args.spacing))
     out = write_synthetic_dataset(args.out, num_cases=args.cases, spec=spec, seed=args.seed,
-                                  dicom=args.dicom, overwrite=args.force)
+                                  dicom=args.dicom, overwrite=args.force, num_test=args.test_cases)
     print(f"synthetic data set: {out}")
     return 0
 
 
 # ------------------------------------------------------------------------------ dicom2nifti
+def _warn(line: str) -> None:
+    """Print one ``warning:`` line on stderr (the DICOM functions' ``notify``)."""
+    print(f"warning: {line}", file=sys.stderr)
+
+
 def _add_dicom2nifti(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dicom2nifti", help="group DICOM files into series and convert them to NIfTI",
-                       description="Scan IN_DIR recursively, group the DICOM files by series, order "
-                                   "the slices by position, refuse series with missing or duplicate "
-                                   "slices, and write one NIfTI per series (or per chunk) to OUT_DIR.")
+    p = sub.add_parser(
+        "dicom2nifti", help="convert every DICOM series of a folder (a whole study) to NIfTI",
+        description="Scan IN_DIR recursively (a series folder, or a whole study as a PACS exports "
+                    "it), group the DICOM files by series, order the slices by position and write "
+                    "one NIfTI per series that forms a volume (or per chunk) to OUT_DIR, named from "
+                    "series number and description. Each series that is not a volume -- a "
+                    "localizer, slices at one position, no image geometry (a secondary capture "
+                    "such as a dose report), not an image (a structured report), a missing or "
+                    "duplicate slice -- is skipped with one warning line; a series that fails leaves "
+                    "no file behind. Enhanced (multi-frame) CT converts like a single-frame series; "
+                    "a gantry-tilted series is resampled onto a regular grid (with a warning "
+                    "stating the angle) unless --no-tilt-correction.",
+        epilog="Output: the written files on stdout, one per line; warnings and a summary table "
+               "of every series (written, skipped or failed, and why) on stderr. Exit status 0 "
+               "when at least one series was written, 2 with one error line when none was.")
     p.add_argument("in_dir", type=Path, metavar="IN_DIR", help="folder with DICOM files (searched recursively)")
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="folder for the .nii.gz files")
     p.add_argument("--slices-per-group", type=_positive_int, default=None, metavar="N",
                    help="cut each series into chunks of N slices (the short last chunk is kept)")
     p.add_argument("--drop-remainder", action="store_true",
                    help="with --slices-per-group: drop the short last chunk (reported) instead of keeping it")
+    p.add_argument("--no-tilt-correction", action="store_true",
+                   help="refuse gantry-tilted series instead of resampling them")
     p.set_defaults(handler=_cmd_dicom2nifti)
 
 
 def _cmd_dicom2nifti(args: argparse.Namespace) -> int:
     import warnings
 
-    from ..dicom import dicom_dir_to_nifti
+    from ..dicom import convert_study
 
     if args.drop_remainder and args.slices_per_group is None:
         raise ConfigError(None, "--drop-remainder needs --slices-per-group")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            paths = dicom_dir_to_nifti(args.in_dir, args.out_dir, args.slices_per_group,
-                                       drop_remainder=args.drop_remainder)
-        finally:  # skipped files and short chunks are reported even when a later step fails
+            report = convert_study(args.in_dir, args.out_dir, args.slices_per_group,
+                                   drop_remainder=args.drop_remainder,
+                                   tilt_correction=not args.no_tilt_correction, notify=_warn)
+        finally:  # anything else a library warned about, even when a later step fails
             for w in caught:
-                print(f"warning: {w.message}", file=sys.stderr)
-    for path in paths:
+                _warn(str(w.message))
+    for path in report.written:
         print(path)
+    print(report.table(), file=sys.stderr)
+    report.require_written()
     return 0
 
 
@@ -188,8 +211,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                                    "metrics.csv, summary.csv and summary.json to OUT.")
     p.add_argument("--data-dir", type=Path, required=True, help="data set folder (Task09 layout)")
     p.add_argument("--out", type=Path, required=True, help="folder for masks, metrics and summary")
-    p.add_argument("--cases", choices=("val", "all"), default="val",
-                   help="validation split (default) or every case")
+    p.add_argument("--cases", choices=("val", "test", "all"), default="val",
+                   help="validation split (default), the held-out test cases, or every training case")
     _inference_options(p)
     p.set_defaults(handler=_cmd_evaluate)
 
@@ -210,12 +233,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="segment the spleen in one CT (NIfTI file or DICOM folder)",
-                       description="Segment the spleen in a CT volume (.nii/.nii.gz) or a DICOM folder "
-                                   "holding one series, write the mask (uint8, 1 = spleen) with the "
-                                   "input's shape and affine, and print the spleen volume in mL.")
-    p.add_argument("--input", type=Path, required=True, help="CT .nii/.nii.gz file or DICOM folder")
+    p = sub.add_parser(
+        "predict", help="segment the spleen in one CT (NIfTI file, DICOM series or study folder)",
+        description="Segment the spleen in a CT volume (.nii/.nii.gz) or a DICOM folder, write the "
+                    "mask (uint8, 1 = spleen) with the input's shape and affine, and print the spleen "
+                    "volume in mL. In a DICOM folder holding several series (a study as a PACS "
+                    "exports it) the series to segment is chosen by a documented rule -- axial CT "
+                    "volumes only; the one with the most slices; ties broken by the thinnest slice "
+                    "step -- or by --series; the command prints which series it chose and which "
+                    "others were there. The converted CT is saved beside the mask as "
+                    "<output>_image.nii.gz.")
+    p.add_argument("--input", type=Path, required=True,
+                   help="CT .nii/.nii.gz file, or a DICOM folder (one series or a whole study)")
     p.add_argument("--output", type=Path, required=True, help="mask to write (.nii.gz)")
+    p.add_argument("--series", default=None, metavar="UID|NUMBER",
+                   help="in a DICOM folder: segment this series (SeriesInstanceUID or series number)")
+    p.add_argument("--no-tilt-correction", action="store_true",
+                   help="refuse a gantry-tilted series instead of resampling it")
     _inference_options(p)
     p.set_defaults(handler=_cmd_predict)
 
@@ -224,7 +258,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from ..predict import predict_file
 
     result = predict_file(args.model, args.input, args.output, device=args.device,
-                          keep_largest=args.keep_largest)
+                          keep_largest=args.keep_largest, series=args.series,
+                          tilt_correction=not args.no_tilt_correction, notify=_warn)
+    if result.series:
+        rule = "as asked" if args.series is not None else "rule: axial CT, most slices, then thinnest"
+        print(f"DICOM series segmented ({rule}): {result.series}")
+        for other in result.other_series:
+            print(f"  also in the folder: {other}")
     if result.image != result.input:
         print(f"converted CT: {result.image}")
     print(f"mask: {result.output} (shape {result.shape}, {result.seconds:.1f} s on {result.device})")

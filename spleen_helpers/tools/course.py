@@ -298,12 +298,26 @@ def _one_line(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
 def _write_html(executed: Path, html_path: Path) -> None:
+    """The executed notebook as HTML that shows every output without a network connection.
+
+    An interactive widget in HTML needs its JavaScript from a CDN (and a kernel to redraw),
+    so where an output also carries a picture (the slice viewer shows its first view as PNG)
+    the picture is preferred; a widget with nothing else still renders as a widget.
+    """
     import nbformat
     from nbconvert import HTMLExporter
 
+    from traitlets.config import Config
+
     nb = nbformat.read(executed, as_version=4)
-    body, _ = HTMLExporter().from_notebook_node(nb)
+    priority = list(HTMLExporter().default_config["NbConvertBase"]["display_data_priority"])
+    pictures_first = [m for m in priority if m != _WIDGET_VIEW] + [_WIDGET_VIEW]
+    exporter = HTMLExporter(config=Config({"NbConvertBase": {"display_data_priority": pictures_first}}))
+    body, _ = exporter.from_notebook_node(nb)
     with atomic_path(html_path) as tmp:
         tmp.write_text(body, encoding="utf-8")
 
