@@ -32,15 +32,17 @@ def test_skip_or_fail_fails_under_ci(monkeypatch: pytest.MonkeyPatch, value: str
 
 
 def run_shared_data_test(tmp_path: Path, ci: str) -> subprocess.CompletedProcess:
-    """One test that uses the ``shared_data`` fixture, run with ``../shared/data`` missing."""
-    env = dict(os.environ, CI=ci, SPLEEN_SHARED_DATA=str(tmp_path / "no-shared-data"))
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rsfE",
-                           "tests/test_data.py::test_real_multilabel_mask_is_refused"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    """A test that asks for the ``shared_data`` fixture of tests/conftest.py (loaded as a
+    plugin), run by a pytest of its own with ``../shared/data`` missing."""
+    test = tmp_path / "test_needs_shared_data.py"
+    test.write_text("def test_reads_the_real_data(shared_data):\n    assert shared_data.is_dir()\n")
+    env = dict(os.environ, CI=ci, SPLEEN_SHARED_DATA=str(tmp_path / "no-shared-data"),
+               PYTHONPATH=str(REPO_ROOT / "tests"), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "conftest", "-q",
+                           "-rsfE", str(test)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_missing_shared_data_fails_under_ci(tmp_path: Path) -> None:
-    """The ``shared_data`` fixture itself, in a pytest run of its own with the folder missing."""
     under_ci = run_shared_data_test(tmp_path, "true")
     assert under_ci.returncode == 1, under_ci.stdout[-2000:]
     assert "1 error" in under_ci.stdout                       # raised in the fixture
