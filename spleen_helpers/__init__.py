@@ -5,11 +5,12 @@ it, never a tool):
 
 * foundation: ``errors``, ``fileio``, ``config``, ``figures``;
 * data in: ``data`` (the Task09 layout, NIfTI checks, download, the committed sample CT),
-  ``dicom`` (study folders and series to NIfTI), ``synthetic`` (the CT phantom and its DICOM
-  export);
+  ``dicom`` (study folders and series to NIfTI), ``dicom_seg`` (a mask back to the DICOM
+  slices, as a DICOM Segmentation), ``synthetic`` (the CT phantom and its DICOM export);
 * the network: ``transforms`` (``inspect_transforms``), ``model`` (``inspect_model``),
   ``checkpoint``, ``history``;
-* the work: ``train``, ``predict``, ``evaluate`` (which uses ``predict``), ``viz``;
+* the work: ``pretrained`` (MONAI's pretrained spleen bundle), ``train`` (and the choice of
+  weights), ``predict``, ``evaluate`` (which uses ``predict``, never ``train``), ``viz``;
 * ``compare``: proofs that the notebooks' hand-written code equals the package's.
 
 ``spleen_helpers.tools`` sits on top: the ``spleen-course`` command (``cli``), the papermill

@@ -136,6 +136,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "norm": ("batch", "instance"),
     "loader": ("standard", "thread"),
     "blend_mode": ("constant", "gaussian"),
+    "transform_order": ("tutorial", "bundle"),
 }
 
 
@@ -164,6 +165,9 @@ class CourseConfig:
     pos: float = _setting(1.0, "weight of spleen-centred patches")
     neg: float = _setting(1.0, "weight of background-centred patches")
     augment: bool = _setting(False, "random flips, 90-degree rotations and intensity shifts")
+    transform_order: str = _setting("tutorial", "tutorial: HU window, crop to the body, orientation, "
+                                                "spacing (MONAI's spleen tutorial); bundle: orientation, "
+                                                "spacing, HU window, no crop (MONAI's spleen bundle)")
     # --- model ------------------------------------------------------------------------
     channels: tuple[int, ...] = _setting((16, 32, 64, 128, 256), "UNet feature channels per level")
     strides: tuple[int, ...] = _setting((2, 2, 2, 2), "UNet downsampling stride per level")

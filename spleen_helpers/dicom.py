@@ -508,6 +508,18 @@ def _floats(value: Any, n: int, where: Path | str, tag: str) -> tuple[float, ...
     return out
 
 
+def _refusal(validator: Callable[[list[Dataset]], None], headers: list[Dataset]) -> str | None:
+    """The code one of dicom2nifti's validators refuses ``headers`` with, or None."""
+    from dicom2nifti.exceptions import ConversionValidationError
+
+    try:
+        with quiet_logger("dicom2nifti"):
+            validator(headers)
+    except ConversionValidationError as exc:
+        return str(exc)
+    return None
+
+
 def _dicom2nifti_checks(folder: Path, name: str, normal: np.ndarray, dist: np.ndarray,
                         slices: list[_Slice]) -> float:
     """Run dicom2nifti's own orientation, tilt and slice-increment validators on the ordered
@@ -517,37 +529,24 @@ def _dicom2nifti_checks(folder: Path, name: str, normal: np.ndarray, dist: np.nd
     stack that is otherwise regular, else 0.0.
     """
     from dicom2nifti import common
-    from dicom2nifti.exceptions import ConversionValidationError
 
     headers = [s.header for s in slices]
     tilt = 0.0
-    try:
-        with quiet_logger("dicom2nifti"):
-            common.validate_orientation(headers)
-    except ConversionValidationError as exc:
-        code = str(exc)
+    if code := _refusal(common.validate_orientation, headers):
         orients = np.array([[float(v) for v in h.ImageOrientationPatient] for h in headers])
         worst = int(np.abs(orients - orients[0]).max(axis=1).argmax())
         raise DicomError(folder, f"{name}: inconsistent orientation within the series: "
                                  f"{slices[worst].name} has {tuple(orients[worst])}, "
-                                 f"{slices[0].name} has {tuple(orients[0])} [{code}]") from None
-    try:
-        with quiet_logger("dicom2nifti"):
-            common.validate_orthogonal(headers)
-    except ConversionValidationError as exc:
-        code = str(exc)
+                                 f"{slices[0].name} has {tuple(orients[0])} [{code}]")
+    if code := _refusal(common.validate_orthogonal, headers):
         run = np.array([float(v) for v in headers[-1].ImagePositionPatient]) \
             - np.array([float(v) for v in headers[0].ImagePositionPatient])
         cosine = abs(float(run @ normal) / float(np.linalg.norm(run)))
         tilt = float(np.degrees(np.arccos(min(1.0, cosine))))
         if tilt > MAX_TILT_DEG:
             raise DicomError(folder, f"{name}: slice positions run {tilt:.1f} degrees off the slice "
-                                     f"normal: not one stack of slices [{code}]") from None
-    try:
-        with quiet_logger("dicom2nifti"):
-            common.validate_slice_increment(headers)
-    except ConversionValidationError as exc:
-        code = str(exc)
+                                     f"normal: not one stack of slices [{code}]")
+    if code := _refusal(common.validate_slice_increment, headers):
         steps = np.diff(dist)
         typical = float(np.median(steps))
         i = int(np.abs(steps - typical).argmax())
@@ -557,9 +556,9 @@ def _dicom2nifti_checks(folder: Path, name: str, normal: np.ndarray, dist: np.nd
         if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1:
             raise DicomError(folder, f"{name}: missing slice(s): a {steps[i]:.2f} mm step {where} "
                                      f"where the slice step is {typical:.2f} mm "
-                                     f"(about {round(ratio) - 1} slice(s) missing) [{code}]") from None
+                                     f"(about {round(ratio) - 1} slice(s) missing) [{code}]")
         raise DicomError(folder, f"{name}: uneven slice spacing: a {steps[i]:.2f} mm step {where} "
-                                 f"where the typical step is {typical:.2f} mm [{code}]") from None
+                                 f"where the typical step is {typical:.2f} mm [{code}]")
     return tilt
 
 

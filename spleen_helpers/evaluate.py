@@ -43,7 +43,6 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from .checkpoint import load_model
 from .config import CourseConfig
 from .data import (case_name, load_datalist, load_test_cases, split_datalist, validate_case, volume_ml,
                    voxel_spacing)
@@ -51,6 +50,7 @@ from .errors import ConfigError, DataError
 from .fileio import atomic_path, write_json_atomic
 from .model import resolve_device
 from .predict import predict_volume, save_mask
+from .pretrained import load_model_or_bundle
 
 __all__ = [
     "CaseMetrics",
@@ -362,7 +362,7 @@ def evaluate_cases(model_path: str | os.PathLike, data_dir: str | os.PathLike, o
     t0 = time.perf_counter()
     out = Path(out_dir)
     torch_device = resolve_device(device)
-    model, cfg = load_model(model_path, cfg, torch_device)
+    model, cfg = load_model_or_bundle(model_path, cfg, torch_device)
     if keep_largest is not None:
         cfg = cfg.replace(keep_largest_component=bool(keep_largest))
     selected = _select_cases(data_dir, cfg, cases)

@@ -16,8 +16,12 @@ The pipeline is MONAI's spleen tutorial, made safe and measurable:
 A DICOM folder (one series, or a whole study as a PACS exports it) is converted first with
 :mod:`spleen_helpers.dicom`: the series to segment is the one
 :func:`~spleen_helpers.dicom.choose_ct_series` picks (axial CT, most slices, then the
-thinnest), or the one named by ``series``. Notebook 04 writes these steps out by hand and
-checks that they give the same mask as :func:`predict_volume`.
+thinnest), or the one named by ``series``; with ``dicom_seg`` the mask is also written as a
+DICOM Segmentation of that series (:mod:`spleen_helpers.dicom_seg`). The model is a
+training run's checkpoint, a MONAI bundle folder or ``"pretrained"``
+(:mod:`spleen_helpers.pretrained`; a bundle brings the settings of its own inference).
+Notebook 04 writes these steps out by hand and checks that they give the same mask as
+:func:`predict_volume`.
 
 Example:
     >>> result = predict_file("runs/unet/best_metric_model.pth", "ct.nii.gz", "mask.nii.gz")  # doctest: +SKIP
@@ -35,12 +39,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .checkpoint import load_model
 from .config import CourseConfig
 from .data import NIFTI_SUFFIXES, open_nifti, voxel_spacing, volume_ml
+from .dicom_seg import build_dicom_seg, check_seg_name, save_dicom_seg, series_for_mask
 from .errors import ConfigError, DataError
 from .fileio import save_nifti_atomic
 from .model import infer_logits, resolve_device
+from .pretrained import load_model_or_bundle
 from .transforms import infer_transforms
 
 if TYPE_CHECKING:
@@ -65,6 +70,7 @@ class PredictionResult:
     device: str = "cpu"
     series: str = ""                        # the DICOM series segmented (its one-line summary)
     other_series: tuple[str, ...] = ()      # the folder's other series, and what they are
+    dicom_seg: Path | None = None
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -163,7 +169,9 @@ def _dicom_to_nifti(folder: Path, out: Path, series_key: str | None, tilt_correc
 def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output: str | os.PathLike,
                  cfg: CourseConfig | None = None, device: str = "auto",
                  keep_largest: bool | None = None, *, series: str | int | None = None,
-                 tilt_correction: bool = True, notify: Notify | None = None) -> PredictionResult:
+                 tilt_correction: bool = True, notify: Notify | None = None,
+                 dicom_seg: str | os.PathLike | None = None,
+                 fill_missing_uids: bool = False) -> PredictionResult:
     """Segment the spleen in a CT NIfTI file or a DICOM folder and save the mask to ``output``.
 
     A DICOM folder -- one series or a whole study -- is scanned with
@@ -174,8 +182,11 @@ def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output
     (checks on; a gantry tilt is resampled unless ``tilt_correction=False``) and saved beside
     the mask as ``<output name>_image.nii.gz``, since the mask is aligned with that volume;
     :attr:`PredictionResult.series` and :attr:`~PredictionResult.other_series` say which
-    series was used and what else the folder held. Bad input (missing or unsafe model, a
-    file that is no image, no CT series) raises a one-line
+    series was used and what else the folder held. With ``dicom_seg`` (a ``.dcm`` path;
+    DICOM input only) the mask is also written as a DICOM Segmentation referencing the
+    source series (``fill_missing_uids``: see :func:`~spleen_helpers.dicom_seg.write_dicom_seg`).
+    ``model_path`` may also be a MONAI bundle folder or ``"pretrained"``. Bad input (missing
+    or unsafe model, a file that is no image, no CT series) raises a one-line
     :class:`~spleen_helpers.errors.CourseError`.
 
     >>> r = predict_file("runs/unet/best_metric_model.pth", "ct.nii.gz", "mask.nii.gz")  # doctest: +SKIP
@@ -185,8 +196,12 @@ def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output
     src, out = Path(input), Path(output)
     if not out.name.endswith(NIFTI_SUFFIXES):
         raise DataError(out, "output name must end in .nii.gz or .nii")
+    seg_out = None if dicom_seg is None else check_seg_name(dicom_seg)
+    if seg_out is not None and src.exists() and not src.is_dir():
+        raise DataError(src, "a DICOM SEG needs DICOM input: a NIfTI file has no DICOM slices to "
+                             "reference (give the DICOM folder, or leave out --dicom-seg)")
     torch_device = resolve_device(device)
-    model, cfg = load_model(model_path, cfg, torch_device)
+    model, cfg = load_model_or_bundle(model_path, cfg, torch_device)
     if not src.exists():
         raise DataError(src, "input does not exist (give a CT .nii/.nii.gz file or a DICOM folder)")
     image, chosen, others = src, "", ()
@@ -200,7 +215,13 @@ def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output
     elif series is not None:
         raise ConfigError(src, "a series can only be chosen in a DICOM folder, not in a NIfTI file")
     mask, affine = predict_volume(model, image, cfg, torch_device, keep_largest)
+    seg = None
+    if seg_out is not None:  # built before anything is saved: a refused SEG leaves no mask behind
+        seg = build_dicom_seg(mask, affine, series_for_mask(src, affine, mask.shape),
+                              fill_missing_uids=fill_missing_uids)
     save_mask(mask, affine, out)
+    if seg is not None and seg_out is not None:
+        save_dicom_seg(seg, seg_out)
     spacing = voxel_spacing(affine)
     voxels = int(mask.sum())
     return PredictionResult(input=src, output=out, image=image,
@@ -208,4 +229,4 @@ def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output
                             spacing=spacing, affine=affine, spleen_voxels=voxels,
                             spleen_ml=volume_ml(voxels, spacing),
                             seconds=time.perf_counter() - t0, device=str(torch_device),
-                            series=chosen, other_series=others)
+                            series=chosen, other_series=others, dicom_seg=seg_out)

@@ -36,17 +36,18 @@ from monai.utils import set_determinism
 from tqdm.auto import tqdm
 
 from .checkpoint import (FORMAT_VERSION, capture_rng_state, check_model_signature, load_checkpoint,
-                         restore_rng_state, save_checkpoint)
-from .config import CourseConfig, RunLayout, config_for
+                         load_model, restore_rng_state, save_checkpoint)
+from .config import CourseConfig, RunLayout, config_for, default_runs_dir
 from .data import load_datalist, split_datalist, validate_dataset
-from .errors import ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .fileio import write_json_atomic
 from .history import TrainingHistory, plot_learning_curves
 from .model import build_dice_metric, build_loss, build_optimizer, build_unet, infer_logits, resolve_device
+from .pretrained import BUNDLE_NAME, default_bundle_root, find_pretrained, load_model_or_bundle
 from .transforms import train_transforms, val_transforms
 
-__all__ = ["TrainResult", "train", "build_loaders", "find_or_train_model", "make_train_step",
-           "validate_dice", "training_state", "restore_training_state"]
+__all__ = ["ModelChoice", "TrainResult", "train", "build_loaders", "choose_model", "find_or_train_model",
+           "make_train_step", "validate_dice", "training_state", "restore_training_state"]
 
 
 @dataclass
@@ -323,3 +324,59 @@ def find_or_train_model(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
     if not result.best_model_path.is_file():  # pragma: no cover - train validates at val_interval
         raise DataError(fallback_dir, "training saved no best model")
     return result.best_model_path
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The weights :func:`choose_model` picked, why, and the model and settings to predict with."""
+
+    source: str            # "trained", "pretrained", "fallback" or "file"
+    path: Path
+    model: torch.nn.Module
+    config: CourseConfig
+    reason: str
+
+
+def choose_model(weights: str | os.PathLike = "auto", *, run_dir: str | os.PathLike | None = None,
+                 bundle_root: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
+                 fallback_dir: str | os.PathLike | None = None, fallback_epochs: int = 1,
+                 device: str | torch.device = "cpu",
+                 log: Callable[[str], None] = print) -> ModelChoice:
+    """Pick the weights to segment with and say which (``log``).
+
+    ``weights``: ``"auto"`` = the learner's trained model (``run_dir``, default
+    ``<runs>/unet``) if there is one, else the pretrained bundle if it was downloaded (into
+    ``bundle_root``), else a short training run on the phantom (``fallback_epochs`` epochs
+    in ``fallback_dir``); ``"trained"``, ``"pretrained"`` force one of the first two (a
+    CheckpointError when it is missing); anything else is a checkpoint file or bundle folder.
+
+    >>> choice = choose_model("auto")          # doctest: +SKIP
+    >>> choice.source, choice.config.pixdim    # doctest: +SKIP
+    """
+    choice = str(weights)
+    best = RunLayout(Path(run_dir) if run_dir else default_runs_dir() / "unet").best_model
+    if choice not in ("auto", "trained", "pretrained"):
+        model, cfg = load_model_or_bundle(choice, None, device)
+        picked = ModelChoice("file", Path(choice), model, cfg, f"the weights you named: {choice}")
+    elif choice in ("auto", "trained") and best.is_file():
+        model, cfg = load_model(best, None, device)
+        picked = ModelChoice("trained", best, model, cfg, f"your trained model {best}")
+    elif choice == "trained":
+        raise CheckpointError(best, "no trained model here; train one with notebook 03 or `spleen-course train`")
+    elif (bundle := find_pretrained(bundle_root)) is not None:
+        model, cfg = bundle.load(device)
+        picked = ModelChoice("pretrained", bundle.path, model, cfg, f"the pretrained bundle: {bundle.describe()}")
+    elif choice == "pretrained":
+        raise CheckpointError(Path(bundle_root or default_bundle_root()) / BUNDLE_NAME,
+                              "no pretrained bundle here; run `spleen-course pretrained` first")
+    else:
+        if data_dir is None or fallback_dir is None:
+            raise ConfigError(None, "no trained model and no pretrained bundle: give data_dir and "
+                                    "fallback_dir for a short training run")
+        path = find_or_train_model(best.parent, data_dir, fallback_dir, fallback_epochs, log=log)
+        model, cfg = load_model(path, None, device)
+        picked = ModelChoice("fallback", path, model, cfg,
+                             f"a short {fallback_epochs}-epoch run on the phantom ({path}); no trained "
+                             "model and no pretrained bundle were found")
+    log(f"weights: {picked.reason}")
+    return picked

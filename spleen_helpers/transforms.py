@@ -47,18 +47,24 @@ def preprocessing_steps(cfg: CourseConfig, keys: tuple[str, ...] = ("image", "la
                         pad_to_patch: bool = True) -> list:
     """The deterministic steps shared by every pipeline, one MONAI transform per list item.
 
-    Notebook 02 applies them one at a time to show what each does.
+    Notebook 02 applies them one at a time to show what each does. With
+    ``cfg.transform_order == "bundle"`` the steps follow the inference pipeline of MONAI's
+    ``spleen_ct_segmentation`` bundle instead (orientation and resampling first, then the HU
+    window, no crop), which its pretrained weights expect.
+
+    >>> [type(t).__name__ for t in preprocessing_steps(CourseConfig(transform_order="bundle"), ("image",), False)]
+    ['LoadImaged', 'EnsureChannelFirstd', 'Orientationd', 'Spacingd', 'ScaleIntensityRanged']
     """
     modes = tuple("bilinear" if k == "image" else "nearest" for k in keys)
-    steps = [
-        LoadImaged(keys=keys, reader="NibabelReader", image_only=False),
-        EnsureChannelFirstd(keys=keys),
-        ScaleIntensityRanged(keys=["image"], a_min=cfg.a_min, a_max=cfg.a_max,
-                             b_min=cfg.b_min, b_max=cfg.b_max, clip=cfg.clip),
-        CropForegroundd(keys=keys, source_key="image", allow_smaller=True),
-        Orientationd(keys=keys, axcodes=cfg.orientation, labels=RAS_LABELS),
-        Spacingd(keys=keys, pixdim=cfg.pixdim, mode=modes),
-    ]
+    scale = ScaleIntensityRanged(keys=["image"], a_min=cfg.a_min, a_max=cfg.a_max,
+                                 b_min=cfg.b_min, b_max=cfg.b_max, clip=cfg.clip)
+    geometry = [Orientationd(keys=keys, axcodes=cfg.orientation, labels=RAS_LABELS),
+                Spacingd(keys=keys, pixdim=cfg.pixdim, mode=modes)]
+    steps = [LoadImaged(keys=keys, reader="NibabelReader", image_only=False), EnsureChannelFirstd(keys=keys)]
+    if cfg.transform_order == "bundle":
+        steps += [*geometry, scale]
+    else:
+        steps += [scale, CropForegroundd(keys=keys, source_key="image", allow_smaller=True), *geometry]
     if pad_to_patch:
         steps.append(SpatialPadd(keys=keys, spatial_size=cfg.patch_size))
     return steps

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import shlex
+import threading
 from pathlib import Path
 from typing import NoReturn
 
@@ -108,3 +110,45 @@ class CodeRunningPayload:
 
     def __reduce__(self):
         return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
+class LocalServer:
+    """An HTTP server on 127.0.0.1 serving ``routes`` (path -> bytes); records the paths asked for.
+
+    Start it with ``.thread.start()``; stop it with ``.httpd.shutdown()`` and ``.httpd.server_close()``.
+    """
+
+    def __init__(self, routes: dict[str, bytes]):
+        self.routes = routes
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                outer.requests.append(self.path)
+                body = outer.routes.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+
+def without_proxies(monkeypatch) -> None:
+    """Requests to 127.0.0.1 must not go through a proxy from the environment."""
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")

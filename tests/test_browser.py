@@ -24,6 +24,11 @@ screenshot of the whole page in ``artifacts/browser/<notebook>_failure.png``.
 The image change is measured on the drawn pixels below the panels' titles (the titles name
 the slice, so they change even when the picture does not).
 
+The 3-D view (:func:`spleen_helpers.viz.view_3d`, an ipyniivue widget drawn with WebGL) is
+checked the same way in a generated notebook and in ``notebooks/05_segment_a_study.ipynb``:
+its canvas must show a picture (not one flat colour). Where the headless browser offers no WebGL 2, the test says so and checks the static
+surface picture displayed with it instead (``<notebook>_3d.png`` is saved either way).
+
 The test skips only when no Chromium executable can be found (``make browser-deps`` installs
 Debian's ``chromium``), and fails instead under ``CI=true``; ``$SPLEEN_CHROMIUM`` names another
 executable.
@@ -60,6 +65,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 COURSE_NOTEBOOK = "04_evaluation_and_viewers.ipynb"
 SCRATCH_NOTEBOOK = "viewer_smoke.ipynb"
+VIEW3D_NOTEBOOK = "view3d_smoke.ipynb"
+COURSE_3D_NOTEBOOK = "05_segment_a_study.ipynb"
+VIEW3D_SELECTOR = ".spleen-3d-view"
+CANVAS_DRAW_TIMEOUT_S = 60
+MIN_DRAWN_FRACTION = 0.01  # pixels of the canvas that differ from its most common colour
 
 # The notebook on screen (Lumino hides the panels of background tabs with lm-mod-hidden).
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
@@ -138,6 +148,38 @@ viewer'''
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
+
+
+def view3d_notebook() -> nbformat.NotebookNode:
+    """A notebook that shows a small phantom CT and its spleen with ``spleen_helpers.viz.view_3d``."""
+    code = """\
+from spleen_helpers.synthetic import PhantomSpec, generate_case
+from spleen_helpers.viz import view_3d
+
+image, label, affine = generate_case(0, PhantomSpec(shape=(64, 64, 24)))
+view_3d(image, label=label, affine=affine, height=360)"""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# 3-D view smoke test"), nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def drawn_fraction(png: bytes) -> float:
+    """Fraction of pixels that differ from the picture's most common colour (0.0: blank)."""
+    from PIL import Image
+
+    picture = Image.open(BytesIO(png)).convert("RGB")
+    counts = picture.getcolors(maxcolors=picture.size[0] * picture.size[1])
+    most = max(count for count, _ in counts)
+    return 1.0 - most / float(picture.size[0] * picture.size[1])
+
+
+def view3d_cases() -> list[Any]:
+    """The generated 3-D view notebook, and the course notebook that shows one once it exists."""
+    cases = [pytest.param(VIEW3D_NOTEBOOK, id="view3d_smoke")]
+    if (NOTEBOOKS_DIR / COURSE_3D_NOTEBOOK).is_file():
+        cases.append(pytest.param(COURSE_3D_NOTEBOOK, id=Path(COURSE_3D_NOTEBOOK).stem))
+    return cases
 
 
 def notebook_cases() -> list[Any]:
@@ -396,11 +438,15 @@ def error_outputs(page: Any) -> list[str]:
 
 
 def wait_run_all_done(page: Any, timeout_s: float) -> None:
-    """Wait until Run All has finished: no cell queued or running, and every code cell ran or one failed."""
+    """Wait until Run All has finished: no cell queued or running, and every code cell ran or one failed.
+
+    Cells whose input is collapsed (the exercises' solutions) show an empty prompt and are not
+    counted; the cells after them are numbered only once they ran.
+    """
     page.wait_for_function(
         """(panel) => {
             const prompts = [...document.querySelectorAll(panel + ' .jp-CodeCell .jp-InputPrompt')]
-                .map(p => p.textContent);
+                .map(p => p.textContent).filter(t => t.trim() !== '');
             const busy = prompts.some(p => p.includes('*'));
             const allRun = prompts.every(p => /\\[\\d+\\]/.test(p));
             const failed = [...document.querySelectorAll(panel +
@@ -572,6 +618,78 @@ def test_slice_viewer_renders_and_follows_the_slider(
         widget_errors = [m for m in console if re.search(r"widget|Could not create", m, re.I)]
         assert widget_errors == [], f"widget errors in the browser console: {widget_errors}"
         assert saved_notebook_errors(page, nb_path) == []
+    finally:
+        context.close()
+        stop_kernels(lab, notebook)
+
+
+@pytest.mark.parametrize("notebook", view3d_cases())
+def test_3d_view_draws_its_canvas(notebook: str, jupyterlab: JupyterLab, browser: Any) -> None:
+    """Run a notebook that shows ``view_3d`` and check that NiiVue's WebGL canvas shows a picture;
+    without WebGL 2 in this browser, say so and check the static surface picture instead."""
+    lab = jupyterlab
+    nb_path = lab.root / notebook
+    if notebook == VIEW3D_NOTEBOOK:
+        nbformat.write(view3d_notebook(), nb_path)
+    stem = Path(notebook).stem
+    out = REPO_ROOT / "artifacts" / "browser"
+    out.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}") if msg.type == "error" else None)
+    try:
+        workspace = f"{stem}-3d-{secrets.token_hex(4)}"
+        page.goto(f"{lab.url}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={lab.token}")
+        wait_kernel_idle(page, SERVER_START_TIMEOUT_S)
+        run_menu_command(page, "Edit", "Clear Outputs of All Cells")
+        run_menu_command(page, "Run", "Run All Cells")
+        try:
+            wait_run_all_done(page, RUN_ALL_TIMEOUT_S)
+        except Exception as exc:
+            failure = out / f"{stem}_3d_failure.png"
+            page.screenshot(path=str(failure))
+            prompts = page.locator(f"{PANEL} .jp-CodeCell .jp-InputPrompt").all_text_contents()
+            pytest.fail(f"Run All Cells of {notebook} did not finish within {RUN_ALL_TIMEOUT_S} s "
+                        f"({exc.__class__.__name__}); prompts {prompts}; page screenshot {failure}; "
+                        f"server log:\n{lab.log_tail(1500)}")
+        assert error_outputs(page) == [], f"cells of {notebook} show errors: {error_outputs(page)}"
+
+        webgl2 = page.evaluate("() => !!document.createElement('canvas').getContext('webgl2')")
+        if not webgl2:
+            import warnings
+
+            warnings.warn("this headless Chromium offers no WebGL 2: the NiiVue canvas cannot be drawn "
+                          "here; checking the static surface picture instead", stacklevel=1)
+            # the static picture is the output just before the widget's
+            area = page.locator(f"{PANEL} .jp-OutputArea", has=page.locator(VIEW3D_SELECTOR)).first
+            picture = area.locator(".jp-OutputArea-output img").first
+            picture.wait_for(timeout=WIDGET_RENDER_TIMEOUT_S * 1000)
+            png = picture.screenshot()
+            (out / f"{stem}_3d.png").write_bytes(png)
+            assert drawn_fraction(png) >= MIN_DRAWN_FRACTION, "the static surface picture is blank"
+            return
+
+        canvas = page.locator(f"{PANEL} {VIEW3D_SELECTOR} canvas").first
+        try:
+            canvas.wait_for(timeout=WIDGET_RENDER_TIMEOUT_S * 1000)
+        except Exception as exc:
+            pytest.fail(f"no canvas in the {VIEW3D_SELECTOR} widget ({exc.__class__.__name__}); "
+                        f"browser console: {console[-10:]}")
+        canvas.scroll_into_view_if_needed()
+        fraction, png = 0.0, b""
+        deadline = time.monotonic() + CANVAS_DRAW_TIMEOUT_S
+        while time.monotonic() < deadline:  # NiiVue draws once the volumes have loaded
+            page.wait_for_timeout(500)
+            png = canvas.screenshot()
+            fraction = drawn_fraction(png)
+            if fraction >= MIN_DRAWN_FRACTION:
+                break
+        (out / f"{stem}_3d.png").write_bytes(png)
+        assert fraction >= MIN_DRAWN_FRACTION, (
+            f"the 3-D view's canvas of {notebook} stayed blank ({fraction:.2%} of pixels drawn); "
+            f"screenshot in {out / f'{stem}_3d.png'}; browser console: {console[-10:]}")
+        assert not [m for m in console if re.search(r"widget|anywidget|niivue", m, re.I)], console
     finally:
         context.close()
         stop_kernels(lab, notebook)

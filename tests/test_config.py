@@ -53,6 +53,7 @@ def test_synthetic_settings_are_small_and_accept_overrides() -> None:
     ({"overlap": 1.0}, "overlap"),
     ({"loader": "fast"}, "loader"),
     ({"blend_mode": "mean"}, "blend_mode"),
+    ({"transform_order": "reverse"}, "transform_order must be one of 'tutorial', 'bundle'"),
     ({"device": "gpu"}, "device"),
 ])
 def test_invalid_values_are_config_errors(changes: dict, words: str) -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.server
 import io
 import json
 import random
 import shutil
 import socket
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from spleen_helpers.data import (
     validate_dataset,
 )
 from spleen_helpers.errors import ConfigError, DataError
+from support import LocalServer, without_proxies
 
 AFFINE = np.diag([-1.5, -1.5, 3.0, 1.0])
 
@@ -439,48 +438,16 @@ def _tar_bytes(tmp_path: Path, top: str = "Task09_Spleen") -> bytes:
     return buf.getvalue()
 
 
-class _Server:
-    def __init__(self, routes: dict[str, bytes]):
-        self.routes = routes
-        self.requests: list[str] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                outer.requests.append(self.path)
-                body = outer.routes.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-tar")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-
 @pytest.fixture
 def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    without_proxies(monkeypatch)
 
 
 @pytest.fixture
-def server(tmp_path: Path, no_proxy: None) -> Iterator[tuple[_Server, str, str]]:
+def server(tmp_path: Path, no_proxy: None) -> Iterator[tuple[LocalServer, str, str]]:
     """A local HTTP server with a tiny Task09_Spleen.tar; yields (server, url, md5)."""
     body = _tar_bytes(tmp_path)
-    srv = _Server({"/Task09_Spleen.tar": body, "/other.tar": _tar_bytes(tmp_path, "Other")})
+    srv = LocalServer({"/Task09_Spleen.tar": body, "/other.tar": _tar_bytes(tmp_path, "Other")})
     srv.thread.start()
     try:
         yield srv, srv.url("/Task09_Spleen.tar"), hashlib.md5(body).hexdigest()

@@ -16,7 +16,7 @@ from spleen_helpers.data import sample_ct
 from spleen_helpers.errors import CheckpointError, ConfigError, DataError, DicomError
 from spleen_helpers.predict import predict_file, predict_volume, save_mask
 from spleen_helpers.tools import cli
-from support import ThresholdNet, dice, level_for, lps_case, save_nifti, tiny_cfg
+from support import ThresholdNet, dice, level_for, lps_case, save_nifti, skip_or_fail, tiny_cfg
 
 # ----------------------------------------------------------------- original image space
 def test_prediction_comes_back_on_the_lps_anisotropic_grid(tmp_path: Path) -> None:
@@ -197,3 +197,100 @@ def test_failed_mask_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -
     with pytest.raises(OSError, match="No space"):
         save_mask(np.ones((4, 4, 4), np.uint8), np.eye(4), out)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------- DICOM SEG output
+def _phantom_dicom(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    from spleen_helpers.synthetic import PhantomSpec, generate_case, write_ct_series
+
+    image, _, affine = generate_case(5, PhantomSpec(shape=(48, 48, 10), spacing=(5.0, 5.0, 8.0)))
+    write_ct_series(image, affine, tmp_path / "dicom")
+    return tmp_path / "dicom", image
+
+
+def _background_only_model(tmp_path: Path) -> Path:
+    """A tiny UNet whose output layer always says background: an empty prediction, for sure."""
+    import torch
+
+    from spleen_helpers.checkpoint import save_checkpoint
+    from spleen_helpers.config import RunLayout
+    from spleen_helpers.model import build_unet
+
+    cfg = tiny_cfg()
+    state = build_unet(cfg).state_dict()
+    last_bias = [k for k, v in state.items() if k.endswith("bias") and v.shape == (2,)][-1]
+    for key in state:
+        if key.startswith(last_bias.rsplit(".", 1)[0]) and key.endswith("weight"):
+            state[key] = torch.zeros_like(state[key])
+    state[last_bias] = torch.tensor([10.0, -10.0])
+    path = RunLayout(tmp_path / "empty_model").best_model
+    save_checkpoint({"model_state_dict": state, "config": cfg.to_dict(), "epoch": 1, "best_metric": 0.0}, path)
+    return path
+
+
+def test_predict_writes_a_dicom_seg_equal_to_the_mask(tiny_model: Path, tmp_path: Path) -> None:
+    from spleen_helpers.dicom_seg import dicom_seg_to_mask
+
+    folder, _ = _phantom_dicom(tmp_path)
+    r = predict_file(tiny_model, folder, tmp_path / "out" / "mask.nii.gz", device="cpu",
+                     dicom_seg=tmp_path / "out" / "mask_seg.dcm")
+    assert r.dicom_seg == tmp_path / "out" / "mask_seg.dcm" and r.dicom_seg.is_file()
+    saved = nib.load(r.output)
+    mask = np.asarray(saved.dataobj)
+    assert mask.any()                                        # something to compare
+    assert np.array_equal(dicom_seg_to_mask(r.dicom_seg, saved.affine, saved.shape), mask)
+
+
+def test_an_empty_prediction_still_writes_a_valid_seg(tmp_path: Path) -> None:
+    import highdicom as hd
+
+    folder, _ = _phantom_dicom(tmp_path)
+    r = predict_file(_background_only_model(tmp_path), folder, tmp_path / "mask.nii.gz", device="cpu",
+                     dicom_seg=tmp_path / "seg.dcm")
+    assert r.spleen_voxels == 0
+    seg = hd.seg.segread(r.dicom_seg)
+    assert seg.NumberOfFrames == 10 and not seg.pixel_array.any()
+    assert seg.SegmentSequence[0].SegmentLabel == "Spleen"
+
+
+def test_dicom_seg_from_nifti_input_is_refused_before_any_work(tiny_model: Path, tmp_path: Path,
+                                                               capsys) -> None:
+    path, _, _ = lps_case(tmp_path)
+    out, seg = tmp_path / "m.nii.gz", tmp_path / "seg.dcm"
+    with pytest.raises(DataError, match="a DICOM SEG needs DICOM input: a NIfTI file has no DICOM slices"):
+        predict_file(tiny_model, path, out, device="cpu", dicom_seg=seg)
+    assert cli.main(["predict", "--model", str(tiny_model), "--input", str(path), "--output", str(out),
+                     "--dicom-seg", str(seg), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: a DICOM SEG needs DICOM input") and err.count("\n") == 1
+    assert not out.exists() and not seg.exists()
+    with pytest.raises(DataError, match="must end in .dcm"):
+        predict_file(tiny_model, path, out, device="cpu", dicom_seg=tmp_path / "seg.nii.gz")
+
+
+def test_cli_predict_dicom_seg(tiny_model: Path, tmp_path: Path, capsys) -> None:
+    folder, image = _phantom_dicom(tmp_path)
+    seg = tmp_path / "seg.dcm"
+    assert cli.main(["predict", "--model", str(tiny_model), "--input", str(folder), "--output",
+                     str(tmp_path / "m.nii.gz"), "--dicom-seg", str(seg), "--device", "cpu"]) == 0
+    assert f"DICOM SEG: {seg}" in capsys.readouterr().out and seg.is_file()
+    assert cli.main(["predict", "--model", str(tiny_model), "--input", str(folder), "--output",
+                     str(tmp_path / "m.nii.gz"), "--fill-missing-uids", "--device", "cpu"]) == 2
+    assert "--fill-missing-uids needs --dicom-seg" in capsys.readouterr().err
+
+
+def test_anonymised_real_series_needs_fill_missing_uids(shared_data: Path, tiny_model: Path,
+                                                        tmp_path: Path, capsys) -> None:
+    folder = shared_data / "totalsegmentator-example" / "ct_dicom"
+    if not folder.is_dir():
+        skip_or_fail(f"{folder} is not in this checkout's shared data")
+    args = ["predict", "--model", str(tiny_model), "--input", str(folder), "--output",
+            str(tmp_path / "m.nii.gz"), "--dicom-seg", str(tmp_path / "seg.dcm"), "--device", "cpu"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "no StudyInstanceUID and no SeriesInstanceUID" in err and err.count("\n") == 1
+    assert not (tmp_path / "m.nii.gz").exists() and not (tmp_path / "seg.dcm").exists()
+    assert cli.main(args + ["--fill-missing-uids"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: " in captured.err and "derived UIDs" in captured.err
+    assert (tmp_path / "seg.dcm").is_file()

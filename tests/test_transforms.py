@@ -61,6 +61,22 @@ def test_pipeline_order_is_the_tutorials() -> None:
     assert train[6:] == ["SpatialPadd", "RandCropByPosNegLabeld", "EnsureTyped"]
 
 
+def test_bundle_order_resamples_before_the_window_and_does_not_crop(case) -> None:
+    """transform_order="bundle" is the inference pipeline of MONAI's spleen bundle: the window
+    comes after resampling, so clipping happens on interpolated HU, and nothing is cropped."""
+    bundle = CFG.replace(transform_order="bundle")
+    assert names(infer_transforms(bundle)) == ["LoadImaged", "EnsureChannelFirstd", "Orientationd",
+                                               "Spacingd", "ScaleIntensityRanged"]
+    tutorial = infer_transforms(CFG)({"image": case["image"]})["image"]
+    ordered = infer_transforms(bundle)({"image": case["image"]})["image"]
+    img = nib.load(case["image"])
+    extent = np.array(img.shape) * np.array(img.header.get_zooms()[:3]) / np.array(CFG.pixdim)
+    assert np.abs(np.array(ordered.shape[1:]) - extent).max() <= 1     # the whole field of view
+    assert np.prod(tutorial.shape[1:]) < 0.9 * np.prod(ordered.shape[1:])  # the tutorial cropped air
+    assert float(ordered.min()) == 0.0 and float(ordered.max()) == 1.0
+    assert nib.aff2axcodes(ordered.affine.numpy()) == ("R", "A", "S")
+
+
 def test_augment_adds_the_random_transforms() -> None:
     plain = set(names(train_transforms(CFG)))
     augmented = set(names(train_transforms(CFG.replace(augment=True))))

@@ -196,7 +196,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _inference_options(p: argparse.ArgumentParser) -> None:
     """The options ``evaluate`` and ``predict`` share."""
     p.add_argument("--model", type=Path, required=True,
-                   help="best_metric_model.pth (or checkpoint.pt) of a training run")
+                   help="best_metric_model.pth (or checkpoint.pt) of a training run, a MONAI bundle "
+                        "folder, or 'pretrained' (the bundle `spleen-course pretrained` downloaded)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--keep-largest", action="store_true", default=None,
                    help="keep only the largest connected spleen component")
@@ -250,16 +251,37 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="in a DICOM folder: segment this series (SeriesInstanceUID or series number)")
     p.add_argument("--no-tilt-correction", action="store_true",
                    help="refuse a gantry-tilted series instead of resampling it")
+    p.add_argument("--dicom-seg", type=Path, default=None, metavar="OUT.dcm",
+                   help="also write the mask as a DICOM Segmentation of the input series (DICOM input only)")
+    p.add_argument("--fill-missing-uids", action="store_true",
+                   help="with --dicom-seg: when anonymisation removed the series' Study/Series Instance "
+                        "UIDs, reference UIDs derived from the series instead of refusing")
     _inference_options(p)
     p.set_defaults(handler=_cmd_predict)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    import warnings
+
+    from ..dicom import DicomWarning
     from ..predict import predict_file
 
-    result = predict_file(args.model, args.input, args.output, device=args.device,
-                          keep_largest=args.keep_largest, series=args.series,
-                          tilt_correction=not args.no_tilt_correction, notify=_warn)
+    if args.fill_missing_uids and args.dicom_seg is None:
+        raise ConfigError(None, "--fill-missing-uids needs --dicom-seg")
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DicomWarning)
+            result = predict_file(args.model, args.input, args.output, device=args.device,
+                                  keep_largest=args.keep_largest, series=args.series,
+                                  tilt_correction=not args.no_tilt_correction, notify=_warn,
+                                  dicom_seg=args.dicom_seg, fill_missing_uids=args.fill_missing_uids)
+    finally:  # the course's own warnings in one line each, the libraries' as usual
+        for w in caught:
+            if issubclass(w.category, DicomWarning):
+                _warn(str(w.message))
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if result.series:
         rule = "as asked" if args.series is not None else "rule: axial CT, most slices, then thinnest"
         print(f"DICOM series segmented ({rule}): {result.series}")
@@ -268,6 +290,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if result.image != result.input:
         print(f"converted CT: {result.image}")
     print(f"mask: {result.output} (shape {result.shape}, {result.seconds:.1f} s on {result.device})")
+    if result.dicom_seg is not None:
+        print(f"DICOM SEG: {result.dicom_seg}")
     print(f"spleen volume: {result.spleen_ml:.1f} mL ({result.spleen_voxels} voxels)")
     return 0
 
@@ -296,6 +320,33 @@ def _cmd_download(args: argparse.Namespace) -> int:
     path = download_msd_spleen(args.root, url=args.url or MSD_SPLEEN_URL,
                                md5=args.md5 or MSD_SPLEEN_MD5, progress=not args.no_progress)
     print(f"data set: {path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------- pretrained
+def _add_pretrained(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrained", help="download MONAI's pretrained spleen bundle (no GPU needed)",
+                       description="Download MONAI's model-zoo bundle spleen_ct_segmentation (a UNet "
+                                   "trained on the real Task09 data), check the weights' md5 against "
+                                   "the bundle's large_files.yml and its network against the course's "
+                                   "UNet, into DIR/spleen_ct_segmentation. Does nothing if it is already "
+                                   "there; a failed or corrupt download leaves nothing behind. Then: "
+                                   "spleen-course predict --model pretrained ...")
+    p.add_argument("--dir", type=Path, default=None,
+                   help="folder to hold spleen_ct_segmentation/ (default: <course home>/pretrained)")
+    p.add_argument("--url", default=None,
+                   help="a zip archive of the bundle (a mirror); default: MONAI's model-zoo hosting")
+    p.add_argument("--version", default=None, help="bundle version (default: the latest)")
+    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    p.set_defaults(handler=_cmd_pretrained)
+
+
+def _cmd_pretrained(args: argparse.Namespace) -> int:
+    from ..pretrained import download_pretrained
+
+    bundle = download_pretrained(args.dir, url=args.url, version=args.version,
+                                 progress=not args.no_progress)
+    print(f"bundle: {bundle.path}")
     return 0
 
 
@@ -349,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_synth, _add_dicom2nifti, _add_train, _add_evaluate, _add_predict,
-                _add_download, _add_run_course):
+                _add_download, _add_pretrained, _add_run_course):
         add(sub)
     return parser
 
