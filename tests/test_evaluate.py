@@ -104,8 +104,8 @@ def test_evaluate_cases_writes_masks_csv_and_summary(tiny_model: Path, synthetic
 
     # The tiny model's configuration, with a stand-in network whose masks are far from empty
     # and far from perfect (everything brighter than 95 HU: spleen, kidneys, aorta, spine).
-    _, cfg = evaluate.load_model(tiny_model)
-    monkeypatch.setattr(evaluate, "load_model",
+    _, cfg = evaluate.load_model_or_bundle(tiny_model)
+    monkeypatch.setattr(evaluate, "load_model_or_bundle",
                         lambda path, cfg_, device: (ThresholdNet(level_for(95, cfg)), cfg))
     lines: list[str] = []
     report = evaluate_cases(tiny_model, synthetic_dir, tmp_path / "eval", device="cpu", log=lines.append)
