@@ -7,7 +7,7 @@ import os
 import shlex
 import threading
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import nibabel as nib
 import numpy as np
@@ -17,6 +17,7 @@ import torch
 from spleen_helpers.checkpoint import save_checkpoint
 from spleen_helpers.config import CourseConfig, RunLayout
 from spleen_helpers.model import build_unet
+from spleen_helpers.synthetic import PhantomSpec
 
 TINY = dict(channels=(4, 8, 16), strides=(2, 2), max_epochs=1, val_interval=1)
 
@@ -152,3 +153,16 @@ def without_proxies(monkeypatch) -> None:
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+#: The phantom grid of the DICOM tests: x, y and z differ in size and spacing so that any
+#: swapped axis shows.
+DICOM_SPEC = PhantomSpec(shape=(40, 32, 10), spacing=(3.0, 2.5, 5.0))
+
+
+def one_line_naming(err: Any, path: Path) -> str:
+    """The message of ``pytest.raises``' error: one line that names ``path``."""
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert str(path) in msg
+    return msg
