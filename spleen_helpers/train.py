@@ -47,7 +47,7 @@ from .pretrained import BUNDLE_NAME, default_bundle_root, find_pretrained, load_
 from .transforms import train_transforms, val_transforms
 
 __all__ = ["ModelChoice", "TrainResult", "train", "build_loaders", "choose_model", "find_or_train_model",
-           "make_train_step", "validate_dice"]
+           "make_train_step", "validate_dice", "training_state", "restore_training_state"]
 
 
 @dataclass
@@ -141,6 +141,69 @@ def validate_dice(model: torch.nn.Module, loader: Any, cfg: CourseConfig, device
     return value
 
 
+def training_state(epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler, history: TrainingHistory, train_tf: Any,
+                   cfg: CourseConfig) -> dict[str, Any]:
+    """What ``checkpoint.pt`` holds after ``epoch``: everything an exact resume needs.
+
+    MONAI's tutorial keys (``model_state_dict``, ``optimizer_state_dict``, ``train_loss``,
+    ``val_dice``, ``best_metric``, ``best_metric_epoch``), the mixed-precision ``GradScaler``
+    state (its loss scale and growth tracker; empty without AMP), the history, every random
+    state (:func:`~spleen_helpers.checkpoint.capture_rng_state`), the configuration and versions.
+
+    >>> import torch
+    >>> from spleen_helpers.config import CourseConfig
+    >>> from spleen_helpers.model import build_optimizer, build_unet
+    >>> cfg = CourseConfig.synthetic(channels=(4, 8, 16), strides=(2, 2))
+    >>> net = build_unet(cfg)
+    >>> state = training_state(3, net, build_optimizer(net, cfg), torch.amp.GradScaler("cpu", enabled=False),
+    ...                        TrainingHistory(), None, cfg)
+    >>> state["epoch"], state["scaler_state_dict"]
+    (3, {})
+    """
+    return {
+        "format_version": FORMAT_VERSION,
+        "epoch": int(epoch),
+        "model_state_dict": model.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict(),
+        "scaler_state_dict": scaler.state_dict(),
+        "train_loss": list(history.train_loss),
+        "val_dice": list(history.val_dice),
+        "best_metric": history.best_metric,
+        "best_metric_epoch": history.best_metric_epoch,
+        "history": history.to_dict(),
+        "rng_state": capture_rng_state(train_tf),
+        "config": cfg.to_dict(),
+        "model_signature": cfg.model_signature(),
+        "versions": {"torch": str(torch.__version__), "monai": str(monai.__version__)},
+    }
+
+
+def restore_training_state(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                           scaler: torch.amp.GradScaler, train_tf: Any) -> tuple[TrainingHistory, int]:
+    """Load a :func:`training_state` back into fresh objects; return (history, last completed epoch).
+
+    The ``GradScaler`` state is restored when both the checkpoint and this run use mixed
+    precision; a run that switches AMP on or off at resume starts from a fresh scaler.
+
+    >>> import torch
+    >>> from spleen_helpers.config import CourseConfig
+    >>> from spleen_helpers.model import build_optimizer, build_unet
+    >>> cfg = CourseConfig.synthetic(channels=(4, 8, 16), strides=(2, 2))
+    >>> net = build_unet(cfg); opt = build_optimizer(net, cfg)
+    >>> scaler = torch.amp.GradScaler("cpu", enabled=False)
+    >>> saved = training_state(3, net, opt, scaler, TrainingHistory(), None, cfg)
+    >>> restore_training_state(saved, net, opt, scaler, None)[1]
+    3
+    """
+    model.load_state_dict(state["model_state_dict"])
+    optimizer.load_state_dict(state["optimizer_state_dict"])
+    if scaler.is_enabled() and state.get("scaler_state_dict"):
+        scaler.load_state_dict(state["scaler_state_dict"])
+    restore_rng_state(state["rng_state"], train_tf)
+    return TrainingHistory.from_dict(state["history"]), int(state["epoch"])
+
+
 def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseConfig | None = None, *,
           resume: bool = False, overwrite: bool = False, progress: bool = True,
           log: Callable[[str], None] = print, **overrides: Any) -> TrainResult:
@@ -157,6 +220,9 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
     if overrides:
         cfg = cfg.replace(**overrides)
     device = resolve_device(cfg.device)
+    if cfg.amp and device.type != "cuda":
+        raise ConfigError(None, f"amp (mixed precision) needs a CUDA device, but this run is on "
+                                f"{device.type}: leave amp off (no --amp) or use --device cuda")
     ckpt_path = layout.checkpoint
     state: dict[str, Any] | None = None
     if resume and ckpt_path.exists():
@@ -174,21 +240,15 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
     train_loader, val_loader, train_tf = build_loaders(train_files, val_files, cfg, progress=False)
     model = build_unet(cfg).to(device)
     optimizer = build_optimizer(model, cfg)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp)
     loss_fn = build_loss(cfg)
-    step = make_train_step(model, optimizer, loss_fn, scaler, device, use_amp)
+    step = make_train_step(model, optimizer, loss_fn, scaler, device, cfg.amp)
     history = TrainingHistory()
     start_epoch = 1
     if state is not None:
-        model.load_state_dict(state["model_state_dict"])
-        optimizer.load_state_dict(state["optimizer_state_dict"])
-        if use_amp and "scaler_state_dict" in state:
-            scaler.load_state_dict(state["scaler_state_dict"])
-        history = TrainingHistory.from_dict(state["history"])
-        restore_rng_state(state["rng_state"], train_tf)
-        start_epoch = int(state["epoch"]) + 1
-        log(f"resumed from {ckpt_path} at epoch {state['epoch']} "
+        history, last_epoch = restore_training_state(state, model, optimizer, scaler, train_tf)
+        start_epoch = last_epoch + 1
+        log(f"resumed from {ckpt_path} at epoch {last_epoch} "
             f"(best Dice {history.best_metric:.4f} at epoch {history.best_metric_epoch})")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cfg.to_dict() | {"data_dir": str(Path(data_dir).resolve())}, layout.config_json)
@@ -221,22 +281,7 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
                                  "epoch": epoch, "best_metric": dice}, layout.best_model)
                 message += " (new best, saved)"
         history.record_epoch(epoch, epoch_loss, time.perf_counter() - t0)
-        save_checkpoint({
-            "format_version": FORMAT_VERSION,
-            "epoch": epoch,
-            "model_state_dict": model.state_dict(),
-            "optimizer_state_dict": optimizer.state_dict(),
-            "scaler_state_dict": scaler.state_dict(),
-            "train_loss": list(history.train_loss),
-            "val_dice": list(history.val_dice),
-            "best_metric": history.best_metric,
-            "best_metric_epoch": history.best_metric_epoch,
-            "history": history.to_dict(),
-            "rng_state": capture_rng_state(train_tf),
-            "config": cfg.to_dict(),
-            "model_signature": cfg.model_signature(),
-            "versions": {"torch": str(torch.__version__), "monai": str(monai.__version__)},
-        }, ckpt_path)
+        save_checkpoint(training_state(epoch, model, optimizer, scaler, history, train_tf, cfg), ckpt_path)
         history.save(run_dir)
         if epoch % cfg.val_interval == 0 or epoch == cfg.max_epochs:  # the plot changes little in between
             plot_learning_curves(history, layout.learning_curves)

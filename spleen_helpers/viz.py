@@ -261,8 +261,12 @@ class SliceViewer:
         return _planes(self._vols, int(self.axis.value), int(self.slider.value))
 
     # -- drawing ----------------------------------------------------------------------
-    def render_png(self) -> bytes:
-        """The current view as PNG bytes (drawn on a pyplot-free matplotlib Figure)."""
+    def figure(self) -> Figure:
+        """The current view as a pyplot-free matplotlib Figure (one panel per input).
+
+        Save it at any resolution (``viewer.figure().savefig("slice.png", dpi=200)``); the
+        widget shows the same figure rendered by :meth:`render_png`.
+        """
         axis, index = int(self.axis.value), int(self.slider.value)
         planes = self.current_slice_data()
         n = sum(p is not None for p in planes.values())
@@ -272,8 +276,12 @@ class SliceViewer:
         _draw_row(axes, planes, titles, self._range, _aspect(self._vols["image"].spacing, axis),
                   bool(self.overlay.value), float(self.opacity.value))
         fig.tight_layout()
+        return fig
+
+    def render_png(self) -> bytes:
+        """The current view as PNG bytes (:meth:`figure` at the viewer's resolution)."""
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=self._dpi)
+        self.figure().savefig(buf, format="png", dpi=self._dpi)
         return buf.getvalue()
 
     def redraw(self) -> None:

@@ -13,10 +13,12 @@ SHARED_DATA = Path(os.environ.get("SPLEEN_SHARED_DATA", REPO_ROOT.parent / "shar
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (real scanner DICOM and CT), or skip when this checkout has none."""
+    """``../shared/data`` (real scanner DICOM and CT); skip when this checkout has none, fail under CI=true."""
+    from support import skip_or_fail
+
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real test data not found at {SHARED_DATA} (only developers' and CI's "
-                    "checkouts have ../shared)")
+        skip_or_fail(f"real test data not found at {SHARED_DATA} (only developers' and CI's "
+                     "checkouts have ../shared)")
     return SHARED_DATA
 
 
