@@ -25,19 +25,31 @@ course: setup
 
 # Chromium for the JupyterLab browser test: Debian's package, driven by Playwright over its
 # DevTools pipe (no browser download, no chromedriver). Installs only when none is found and
-# apt-get can run as root; otherwise says why the browser test will skip. Idempotent.
+# apt-get can run as root; otherwise, or when the install fails, says why (apt-get's own last
+# words included): the browser test then skips on a user's machine and fails under CI=true.
+# Idempotent.
 BROWSERS := chromium chromium-browser google-chrome google-chrome-stable
+NO_BROWSER  := the browser test will skip (and fail under CI=true)
 browser-deps:
 	@found=""; [ -x "$${SPLEEN_CHROMIUM:-}" ] && found="$$SPLEEN_CHROMIUM"; \
 	for b in $(BROWSERS); do [ -n "$$found" ] || found="$$(command -v $$b 2>/dev/null)"; done; \
 	if [ -n "$$found" ]; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing Debian's chromium for the browser test"; \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes apt-get install -y -qq chromium >/dev/null; } \
-	    || echo "chromium could not be installed with apt-get: the browser test will skip"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "no chromium, and apt-get cannot install it: that needs root (this is uid $$(id -u)); $(NO_BROWSER)." \
+	       "Install Debian's chromium, or set SPLEEN_CHROMIUM to a Chromium executable."; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "no chromium, and apt-get is not available to install it; $(NO_BROWSER)." \
+	       "Install Chromium, or set SPLEEN_CHROMIUM to a Chromium executable."; \
 	else \
-	  echo "no chromium, and apt-get as root is not available: the browser test will skip" \
-	       "(install Debian's chromium, or set SPLEEN_CHROMIUM to a Chromium executable)"; \
+	  echo "installing Debian's chromium for the browser test"; \
+	  log="$$(mktemp)"; \
+	  if { apt-get update -qq && DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes \
+	       apt-get install -y -qq chromium; } >"$$log" 2>&1; then :; \
+	  else \
+	    echo "chromium could not be installed with apt-get (exit status $$?); $(NO_BROWSER). apt-get said:"; \
+	    tail -n 5 "$$log" | sed 's/^/  | /'; \
+	  fi; \
+	  rm -f "$$log"; \
 	fi
 
 test: setup browser-deps

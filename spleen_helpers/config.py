@@ -185,7 +185,7 @@ class CourseConfig:
     num_workers: int = _setting(4, "data-loader worker processes")
     loader: str = _setting("standard", "standard (DataLoader) or thread (ThreadDataLoader)")
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
-    amp: bool = _setting(False, "mixed precision (CUDA only)")
+    amp: bool = _setting(False, "mixed precision (CUDA only: a run on the CPU with amp is refused)")
     # --- inference --------------------------------------------------------------------
     roi_size: IntTriple = _setting((160, 160, 160), "sliding-window size in voxels")
     sw_batch_size: int = _setting(4, "windows per forward pass")

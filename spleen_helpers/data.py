@@ -34,7 +34,6 @@ import re
 import shutil
 import sys
 import sysconfig
-import tempfile
 import urllib.error
 import warnings
 import zlib
@@ -50,6 +49,7 @@ from nibabel.spatialimages import HeaderDataError
 
 from .config import PACKAGE_DIR, CourseConfig
 from .errors import ConfigError, DataError, quiet_logger
+from .fileio import file_md5, staging_dir
 
 __all__ = [
     "AFFINE_TOLERANCE_MM",
@@ -469,16 +469,6 @@ def validate_dataset(data_dir: str | os.PathLike, check_all: bool = True) -> lis
 
 
 # --------------------------------------------------------------------------------- download
-def _md5(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_msd_spleen(root: str | os.PathLike, url: str = MSD_SPLEEN_URL, md5: str = MSD_SPLEEN_MD5,
                         progress: bool = True) -> Path:
     """Download and extract MSD Task09 Spleen into ``root/Task09_Spleen``; return that folder.
@@ -521,10 +511,7 @@ def download_msd_spleen(root: str | os.PathLike, url: str = MSD_SPLEEN_URL, md5:
             return found
 
     archive_name = Path(urlparse(url).path).name or f"{MSD_SPLEEN_TASK}.tar"
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{MSD_SPLEEN_TASK}.download-", dir=root))
-    except OSError as exc:
-        raise DataError(root, f"cannot write to the download folder ({exc.strerror or exc})") from exc
+    staging = staging_dir(root, MSD_SPLEEN_TASK)
     # MONAI logs its own multi-line account of each step and failure; this function reports
     # in one line (print or DataError), so MONAI's logger is quietened meanwhile.
     with quiet_logger("monai.apps"):
@@ -552,7 +539,7 @@ def download_msd_spleen(root: str | os.PathLike, url: str = MSD_SPLEEN_URL, md5:
                                         f"({exc.strerror or exc})") from exc
             if not archive.is_file():  # MONAI's download_url swallows some permission errors
                 raise DataError(target, f"download from {url} failed: no file was written to {staging}")
-            actual = _md5(archive)
+            actual = file_md5(archive)
             if actual != md5.lower():
                 archive.unlink()
                 raise DataError(archive_name, f"md5 {actual} does not match the expected {md5} (the "

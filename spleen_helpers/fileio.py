@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_json_atomic", "save_nifti_atomic"]
+from .errors import DataError
+
+__all__ = ["atomic_path", "file_md5", "staging_dir", "write_json_atomic", "save_nifti_atomic"]
 
 
 @contextlib.contextmanager
@@ -49,6 +51,42 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    """The md5 of a file's bytes, read in 1 MiB chunks (downloads are checked against it; MONAI's
+    ``check_hash`` says only yes or no, and a mismatch is reported with both sums).
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "x"; _ = p.write_bytes(b"spleen")
+    >>> file_md5(p)
+    'e7c617543440a6daa4dfd10ef49e0868'
+    """
+    import hashlib
+
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def staging_dir(parent: str | os.PathLike, name: str) -> Path:
+    """A new hidden folder ``parent/.<name>.download-XXXX`` for a download to arrive and be
+    checked in before it is moved into place with :func:`os.replace` (same file system).
+
+    Raises a one-line DataError naming ``parent`` when it cannot be written to.
+
+    >>> import tempfile
+    >>> staging_dir(tempfile.mkdtemp(), "Task09_Spleen").name.startswith(".Task09_Spleen.download-")
+    True
+    """
+    parent = Path(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{name}.download-", dir=parent))
+    except OSError as exc:
+        raise DataError(parent, f"cannot write there ({exc.strerror or exc})") from None
 
 
 def _default_file_mode() -> int:

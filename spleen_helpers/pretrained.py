@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import urllib.error
 import warnings
 from collections.abc import Callable
@@ -53,8 +52,8 @@ import torch
 
 from .checkpoint import load_checkpoint, load_model
 from .config import CourseConfig, course_home
-from .data import _md5
 from .errors import CheckpointError, ConfigError, CourseError, DataError, quiet_logger
+from .fileio import file_md5, staging_dir
 from .model import build_unet
 
 __all__ = [
@@ -295,7 +294,7 @@ def open_bundle(bundle_dir: str | os.PathLike) -> PretrainedBundle:
         warnings.simplefilter("ignore")
         ok = check_hash(weights, expected, kind)
     if not ok:
-        actual = _md5(weights) if kind == "md5" else "another value"
+        actual = file_md5(weights) if kind == "md5" else "another value"
         raise CheckpointError(weights, f"{kind} {actual} does not match {expected}, the value "
                                        f"{listed.name} states (corrupt or incomplete download)")
     state = load_checkpoint(weights)  # safe: tensors and plain data only
@@ -365,11 +364,7 @@ def download_pretrained(root: str | os.PathLike | None = None, *, url: str | Non
         return bundle
     if root_dir.exists() and not root_dir.is_dir():
         raise DataError(root_dir, "is not a folder")
-    try:
-        root_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{BUNDLE_NAME}.download-", dir=root_dir))
-    except OSError as exc:
-        raise DataError(root_dir, f"cannot write there ({exc.strerror or exc})") from None
+    staging = staging_dir(root_dir, BUNDLE_NAME)
     where = url or f"MONAI's model zoo ({BUNDLE_NAME} {version or 'latest'})"
     try:
         log(f"downloading {where} to {root_dir}")

@@ -50,7 +50,8 @@ from .pretrained import BUNDLE_NAME, default_bundle_root, find_pretrained, load_
 from .transforms import train_transforms, val_transforms
 
 __all__ = ["ModelChoice", "TrainResult", "train", "build_loaders", "choose_model", "find_or_train_model",
-           "make_train_step", "process_group", "steps_per_epoch", "validate_dice"]
+           "make_train_step", "process_group", "steps_per_epoch", "validate_dice", "training_state",
+           "restore_training_state"]
 
 
 @dataclass
@@ -205,6 +206,81 @@ def _every(seconds: float) -> Callable[[], bool]:
     return due
 
 
+def training_state(epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler, history: TrainingHistory, train_tf: Any,
+                   cfg: CourseConfig, scheduler: Any = None,
+                   rng_states: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What ``checkpoint.pt`` holds after ``epoch``: everything an exact resume needs.
+
+    MONAI's tutorial keys (``model_state_dict``, ``optimizer_state_dict``, ``train_loss``,
+    ``val_dice``, ``best_metric``, ``best_metric_epoch``), the mixed-precision ``GradScaler``
+    state (its loss scale and growth tracker; empty without AMP), the learning-rate
+    scheduler's state, the history, every random state
+    (:func:`~spleen_helpers.checkpoint.capture_rng_state`; in distributed training
+    ``rng_states`` holds every process's, and ``world_size`` how many there were), the
+    configuration and versions.
+
+    >>> import torch
+    >>> from spleen_helpers.config import CourseConfig
+    >>> from spleen_helpers.model import build_optimizer, build_unet
+    >>> cfg = CourseConfig.synthetic(channels=(4, 8, 16), strides=(2, 2))
+    >>> net = build_unet(cfg)
+    >>> state = training_state(3, net, build_optimizer(net, cfg), torch.amp.GradScaler("cpu", enabled=False),
+    ...                        TrainingHistory(), None, cfg)
+    >>> state["epoch"], state["scaler_state_dict"], state["world_size"]
+    (3, {}, 1)
+    """
+    states = rng_states if rng_states is not None else [capture_rng_state(train_tf)]
+    return {
+        "format_version": FORMAT_VERSION,
+        "epoch": int(epoch),
+        "model_state_dict": model.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict(),
+        "scaler_state_dict": scaler.state_dict(),
+        "scheduler_state_dict": {} if scheduler is None else scheduler.state_dict(),
+        "train_loss": list(history.train_loss),
+        "val_dice": list(history.val_dice),
+        "best_metric": history.best_metric,
+        "best_metric_epoch": history.best_metric_epoch,
+        "history": history.to_dict(),
+        "rng_state": states[0],
+        "world_size": len(states),
+        **({"rng_states": states} if len(states) > 1 else {}),
+        "config": cfg.to_dict(),
+        "model_signature": cfg.model_signature(),
+        "versions": {"torch": str(torch.__version__), "monai": str(monai.__version__)},
+    }
+
+
+def restore_training_state(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                           scaler: torch.amp.GradScaler, train_tf: Any, scheduler: Any = None,
+                           rank: int = 0) -> tuple[TrainingHistory, int]:
+    """Load a :func:`training_state` back into fresh objects; return (history, last completed epoch).
+
+    The ``GradScaler`` state is restored when both the checkpoint and this run use mixed
+    precision; a run that switches AMP on or off at resume starts from a fresh scaler. In
+    distributed training each process takes the random states of its ``rank``.
+
+    >>> import torch
+    >>> from spleen_helpers.config import CourseConfig
+    >>> from spleen_helpers.model import build_optimizer, build_unet
+    >>> cfg = CourseConfig.synthetic(channels=(4, 8, 16), strides=(2, 2))
+    >>> net = build_unet(cfg); opt = build_optimizer(net, cfg)
+    >>> scaler = torch.amp.GradScaler("cpu", enabled=False)
+    >>> saved = training_state(3, net, opt, scaler, TrainingHistory(), None, cfg)
+    >>> restore_training_state(saved, net, opt, scaler, None)[1]
+    3
+    """
+    model.load_state_dict(state["model_state_dict"])
+    optimizer.load_state_dict(state["optimizer_state_dict"])
+    if scaler.is_enabled() and state.get("scaler_state_dict"):
+        scaler.load_state_dict(state["scaler_state_dict"])
+    if scheduler is not None and state.get("scheduler_state_dict"):
+        scheduler.load_state_dict(state["scheduler_state_dict"])
+    restore_rng_state(state["rng_states"][rank] if "rng_states" in state else state["rng_state"], train_tf)
+    return TrainingHistory.from_dict(state["history"]), int(state["epoch"])
+
+
 def _sum_over_processes(values: list[float], device: torch.device) -> list[float]:
     """``values`` added up over all processes (float64; on the GPU for NCCL)."""
     total = torch.tensor(values, dtype=torch.float64, device=device)
@@ -275,6 +351,9 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
     say = log if main else (lambda _line: None)
     distributed = _distributed()
     device = _process_device(cfg, world)
+    if cfg.amp and device.type != "cuda":
+        raise ConfigError(None, f"amp (mixed precision) needs a CUDA device, but this run is on "
+                                f"{device.type}: leave amp off (no --amp) or use --device cuda")
     ckpt_path = layout.checkpoint
     state = _checkpoint_state(ckpt_path, resume, overwrite, cfg, world, device, say)
 
@@ -284,30 +363,21 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
     train_loader, val_loader, train_tf = build_loaders(train_files, val_files, cfg, progress=False,
                                                        rank=rank, world_size=world)
     net = build_unet(cfg).to(device)
-    if state is not None:
-        net.load_state_dict(state["model_state_dict"])
     model: torch.nn.Module = net
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(net, cfg)
     scheduler = build_scheduler(optimizer, cfg)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp)
     loss_fn = build_loss(cfg)
-    step = make_train_step(model, optimizer, loss_fn, scaler, device, use_amp)
+    step = make_train_step(model, optimizer, loss_fn, scaler, device, cfg.amp)
     history = TrainingHistory()
     start_epoch = 1
     if state is not None:
-        optimizer.load_state_dict(state["optimizer_state_dict"])
-        if "scheduler_state_dict" in state:
-            scheduler.load_state_dict(state["scheduler_state_dict"])
-        if use_amp and "scaler_state_dict" in state:
-            scaler.load_state_dict(state["scaler_state_dict"])
-        history = TrainingHistory.from_dict(state["history"])
-        restore_rng_state(state["rng_states"][rank] if "rng_states" in state else state["rng_state"], train_tf)
-        start_epoch = int(state["epoch"]) + 1
-        say(f"resumed from {ckpt_path} at epoch {state['epoch']} ({history.describe_best()})")
+        history, last_epoch = restore_training_state(state, net, optimizer, scaler, train_tf, scheduler, rank)
+        start_epoch = last_epoch + 1
+        say(f"resumed from {ckpt_path} at epoch {last_epoch} ({history.describe_best()})")
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(cfg.to_dict() | {"data_dir": str(Path(data_dir).resolve()), "world_size": world},
@@ -350,31 +420,14 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
                                      "epoch": epoch, "best_metric": dice}, layout.best_model)
                     message += " (new best, saved)"
             history.record_epoch(epoch, epoch_loss, time.perf_counter() - t0)
-            rng_state = capture_rng_state(train_tf)
-            rng_states: list[Any] = [rng_state]
+            rng_states: list[Any] = [capture_rng_state(train_tf)]
             if distributed:
-                rng_states = [None] * world
-                dist.all_gather_object(rng_states, rng_state)
+                gathered: list[Any] = [None] * world
+                dist.all_gather_object(gathered, rng_states[0])
+                rng_states = gathered
             if main:
-                save_checkpoint({
-                    "format_version": FORMAT_VERSION,
-                    "epoch": epoch,
-                    "model_state_dict": net.state_dict(),
-                    "optimizer_state_dict": optimizer.state_dict(),
-                    "scaler_state_dict": scaler.state_dict(),
-                    "scheduler_state_dict": scheduler.state_dict(),
-                    "train_loss": list(history.train_loss),
-                    "val_dice": list(history.val_dice),
-                    "best_metric": history.best_metric,
-                    "best_metric_epoch": history.best_metric_epoch,
-                    "history": history.to_dict(),
-                    "rng_state": rng_state,
-                    "world_size": world,
-                    **({"rng_states": rng_states} if distributed else {}),
-                    "config": cfg.to_dict(),
-                    "model_signature": cfg.model_signature(),
-                    "versions": {"torch": str(torch.__version__), "monai": str(monai.__version__)},
-                }, ckpt_path)
+                save_checkpoint(training_state(epoch, net, optimizer, scaler, history, train_tf, cfg, scheduler,
+                                               rng_states), ckpt_path)
                 history.save(run_dir)
                 if epoch % cfg.val_interval == 0 or epoch == cfg.max_epochs:  # the plot changes little in between
                     plot_learning_curves(history, layout.learning_curves)

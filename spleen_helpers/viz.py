@@ -324,6 +324,7 @@ class SliceViewer:
         self._vols = {"image": img, "label": lab, "prediction": pred}
         self._range = _window(img.data, window)
         self._titles = dict(zip(("image", "label", "prediction"), titles))
+        self._panel_size, self._dpi = panel_size, dpi
         self._panel_px = max(32, round(panel_size * dpi))
         self._masks = [v.data for v in (lab, pred) if v is not None]
         # Made once, not per slider step: the windowed uint8 volume and the masks as booleans.
@@ -369,6 +370,24 @@ class SliceViewer:
         return _planes(self._vols, int(self.axis.value), int(self.slider.value))
 
     # -- drawing ----------------------------------------------------------------------
+    def figure(self) -> Figure:
+        """The current view as a pyplot-free matplotlib Figure (one panel per input), the way
+        :func:`plot_slices` draws: for saving at any resolution
+        (``viewer.figure().savefig("slice.png", dpi=200)``). The widget itself shows
+        :meth:`render_png`, the same panels composed without matplotlib (a figure per slider
+        step took about a second on a 512 × 512 CT).
+        """
+        axis, index = int(self.axis.value), int(self.slider.value)
+        planes = self.current_slice_data()
+        n = sum(p is not None for p in planes.values())
+        fig = Figure(figsize=(self._panel_size * n, self._panel_size), dpi=self._dpi)
+        axes = fig.subplots(1, n, squeeze=False)[0]
+        titles = {k: f"{t} ({AXIS_NAMES[axis]} {index})" for k, t in self._titles.items()}
+        _draw_row(axes, planes, titles, self._range, _aspect(self._vols["image"].spacing, axis),
+                  bool(self.overlay.value), float(self.opacity.value))
+        fig.tight_layout()
+        return fig
+
     def render_png(self) -> bytes:
         """The current view as PNG bytes: the panels composed with numpy, encoded once by Pillow."""
         axis, index = int(self.axis.value), int(self.slider.value)

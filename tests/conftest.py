@@ -13,10 +13,12 @@ SHARED_DATA = Path(os.environ.get("SPLEEN_SHARED_DATA", REPO_ROOT.parent / "shar
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (real scanner DICOM and CT), or skip when this checkout has none."""
+    """``../shared/data`` (real scanner DICOM and CT); skip when this checkout has none, fail under CI=true."""
+    from support import skip_or_fail
+
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real test data not found at {SHARED_DATA} (only developers' and CI's "
-                    "checkouts have ../shared)")
+        skip_or_fail(f"real test data not found at {SHARED_DATA} (only developers' and CI's "
+                     "checkouts have ../shared)")
     return SHARED_DATA
 
 
@@ -58,3 +60,23 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from support import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("model"), val_count=2)
+
+
+@pytest.fixture(scope="module")
+def case():
+    """One phantom case ``(image HU, label, affine)`` on the DICOM tests' grid."""
+    from spleen_helpers.synthetic import generate_case
+    from support import DICOM_SPEC
+
+    return generate_case(3, DICOM_SPEC)
+
+
+@pytest.fixture
+def synth_dir(tmp_path: Path, case) -> Path:
+    """That case written as one DICOM CT series (``tmp_path/dicom``)."""
+    from spleen_helpers.synthetic import write_ct_series
+
+    image, _, affine = case
+    out = tmp_path / "dicom"
+    write_ct_series(image, affine, out, patient_id="P1", series_description="Synthetic CT")
+    return out

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import http.server
+import os
+import shlex
 import threading
 from pathlib import Path
+from typing import Any, NoReturn
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 
 from spleen_helpers.checkpoint import save_checkpoint
 from spleen_helpers.config import CourseConfig, RunLayout
 from spleen_helpers.model import build_unet
+from spleen_helpers.synthetic import PhantomSpec
 
 TINY = dict(channels=(4, 8, 16), strides=(2, 2), max_epochs=1, val_interval=1)
 
@@ -77,6 +82,37 @@ def save_tiny_model(folder: Path, **cfg_changes) -> Path:
     return path
 
 
+def running_in_ci() -> bool:
+    """True under ``CI=true`` (GitHub Actions, GitLab CI and most others set it)."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip a test whose material (``../shared`` data, Chromium) this checkout lacks.
+
+    A user's clone skips; under ``CI=true``, where the material must be present, the test
+    fails with the reason instead, so a missing data folder or browser cannot hide a failure.
+    """
+    if running_in_ci():
+        pytest.fail(f"{reason} [CI=true: this test must run in CI, so it fails instead of skipping]",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+class CodeRunningPayload:
+    """Unpickling this runs ``touch MARKER`` (the classic malicious checkpoint).
+
+    ``marker`` must be an absolute path, so that a test can check the one place it would appear.
+    """
+
+    def __init__(self, marker: Path) -> None:
+        assert Path(marker).is_absolute(), marker
+        self.marker = Path(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
 class LocalServer:
     """An HTTP server on 127.0.0.1 serving ``routes`` (path -> bytes); records the paths asked for.
 
@@ -117,3 +153,16 @@ def without_proxies(monkeypatch) -> None:
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+#: The phantom grid of the DICOM tests: x, y and z differ in size and spacing so that any
+#: swapped axis shows.
+DICOM_SPEC = PhantomSpec(shape=(40, 32, 10), spacing=(3.0, 2.5, 5.0))
+
+
+def one_line_naming(err: Any, path: Path) -> str:
+    """The message of ``pytest.raises``' error: one line that names ``path``."""
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert str(path) in msg
+    return msg

@@ -1,6 +1,6 @@
 """The benchmarks' harness: the quick smoke writes well-formed rows, the report keeps and
 replaces rows correctly, the GPU recipe skips cleanly without CUDA. No figure is asserted:
-benchmarks are measurements, not timed tests."""
+benchmarks are measurements, not timed tests (a time that rounds to 0.0 is a well-formed row)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,9 @@ def test_quick_rows_state_machine_versions_command_and_numbers(quick_run) -> Non
     assert any(r["loader"].startswith("course default:") for r in rows) and len(rows) >= 2
     _, rows = parse_table(read_section(text, "inference"))
     assert [r["settings"] for r in rows] == ["bundle", "course"]
-    assert float(rows[0]["CT seconds (runs)"].split()[0]) > 0
+    for row in rows:   # "seconds (runs)": a time that rounds to 0.0 on a fast machine is fine
+        assert re.match(r"^\d+(\.\d+)? \(\d+(\.\d+)?(, \d+(\.\d+)?)*\)$", row["CT seconds (runs)"]), \
+            row["CT seconds (runs)"]
     _, rows = parse_table(read_section(text, "memory"))
     assert all(float(r["peak RSS MiB"]) >= float(r["RSS after imports MiB"]) > 0 for r in rows)
 

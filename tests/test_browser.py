@@ -21,13 +21,17 @@ written to ``artifacts/browser/`` (git-ignored), or to ``$SPLEEN_SCREENSHOT_DIR`
 notebook when set (``make readme-screenshot`` sets it to ``docs/img``). A failing run leaves a
 screenshot of the whole page in ``artifacts/browser/<notebook>_failure.png``.
 
+The image change is measured on the drawn pixels below the panels' titles (the titles name
+the slice, so they change even when the picture does not).
+
 The 3-D view (:func:`spleen_helpers.viz.view_3d`, an ipyniivue widget drawn with WebGL) is
 checked the same way in a generated notebook and in ``notebooks/05_segment_a_study.ipynb``:
 its canvas must show a picture (not one flat colour). Where the headless browser offers no WebGL 2, the test says so and checks the static
 surface picture displayed with it instead (``<notebook>_3d.png`` is saved either way).
 
 The test skips only when no Chromium executable can be found (``make browser-deps`` installs
-Debian's ``chromium``); ``$SPLEEN_CHROMIUM`` names another executable.
+Debian's ``chromium``), and fails instead under ``CI=true``; ``$SPLEEN_CHROMIUM`` names another
+executable.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ from typing import Any
 
 import nbformat
 import pytest
+
+from support import skip_or_fail
 
 pytestmark = pytest.mark.browser
 
@@ -90,6 +96,9 @@ REDRAW_TIMEOUT_S = 30
 WIDGET_RENDER_TIMEOUT_S = 20
 # Fraction of pixels that must differ between the two screenshots of the image output.
 MIN_CHANGED_FRACTION = 0.002
+# The viewers draw one row of panels, each with its title (which names the slice) on top: the
+# top fifth of the picture is left out of the comparison, so a new title alone is no change.
+TITLE_BAND = 0.2
 
 
 # --------------------------------------------------------------------------- notebooks
@@ -201,9 +210,9 @@ def browser() -> Iterator[Any]:
     """Headless Chromium through Playwright, closed at the end of the module."""
     executable = find_chromium()
     if executable is None:
-        pytest.skip("no Chromium found (looked for $SPLEEN_CHROMIUM and "
-                    f"{', '.join(CHROMIUM_NAMES)} on PATH): run `make browser-deps` "
-                    "(installs Debian's chromium) to enable the JupyterLab browser test")
+        skip_or_fail("no Chromium found (looked for $SPLEEN_CHROMIUM and "
+                     f"{', '.join(CHROMIUM_NAMES)} on PATH): run `make browser-deps` "
+                     "(installs Debian's chromium) to enable the JupyterLab browser test")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:  # a broken environment is an error, not a reason to skip
@@ -377,17 +386,48 @@ def screenshot_dir(notebook: str) -> Path:
     return out
 
 
-def changed_fraction(before: bytes, after: bytes) -> float:
-    """Fraction of pixels that differ between two PNG screenshots (1.0 when the sizes differ)."""
+def changed_fraction(before: bytes, after: bytes, skip_top: float = TITLE_BAND) -> float:
+    """Fraction of pixels that differ between two PNG screenshots below their top ``skip_top``
+    (the titles); 1.0 when the sizes differ."""
     from PIL import Image, ImageChops
 
     a = Image.open(BytesIO(before)).convert("RGB")
     b = Image.open(BytesIO(after)).convert("RGB")
     if a.size != b.size:
         return 1.0
+    top = int(round(a.size[1] * skip_top))
+    a, b = (im.crop((0, top, im.size[0], im.size[1])) for im in (a, b))
     diff = ImageChops.difference(a, b).convert("L").point(lambda v: 255 if v > 8 else 0)
     histogram = diff.histogram()
     return histogram[255] / float(a.size[0] * a.size[1])
+
+
+def test_a_new_title_alone_is_no_changed_image() -> None:
+    """The comparison ignores the titles: figures drawn like the viewers' (title above the
+    picture), with the slice number in the title, differ only when the picture does."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    def png(picture: np.ndarray, title: str, panels: int) -> bytes:
+        fig = Figure(figsize=(3.6 * panels, 3.6), dpi=80)
+        for ax in fig.subplots(1, panels, squeeze=False)[0]:
+            ax.imshow(picture, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(title, fontsize=10)
+            ax.set_axis_off()
+        fig.tight_layout()
+        buf = BytesIO()
+        fig.savefig(buf, format="png")
+        return buf.getvalue()
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    small, large = (np.exp(-((xx - 32) ** 2 + (yy - 32) ** 2) / (2.0 * r ** 2)) for r in (6, 12))
+    for panels in (1, 3):
+        assert changed_fraction(png(small, "image (axial 3)", panels), png(small, "image (axial 6)", panels)) == 0
+        assert changed_fraction(png(small, "image (axial 3)", panels),
+                                png(large, "image (axial 6)", panels)) > 10 * MIN_CHANGED_FRACTION
+        # without the band, the title alone would count as a change
+        assert changed_fraction(png(small, "image (axial 3)", panels), png(small, "image (axial 6)", panels),
+                                skip_top=0.0) > 0
 
 
 def error_outputs(page: Any) -> list[str]:

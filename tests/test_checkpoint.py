@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 
@@ -14,13 +13,7 @@ from spleen_helpers.checkpoint import capture_rng_state, load_checkpoint, restor
 from spleen_helpers.config import CourseConfig
 from spleen_helpers.errors import CheckpointError
 from spleen_helpers.transforms import train_transforms
-
-
-class _RunsCode:
-    """Unpickling this calls os.system: the classic malicious checkpoint."""
-
-    def __reduce__(self):
-        return (os.system, ("touch PWNED_BY_CHECKPOINT",))
+from support import CodeRunningPayload
 
 
 def test_round_trip_plain_data(tmp_path):
@@ -32,23 +25,32 @@ def test_round_trip_plain_data(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary left behind
 
 
-def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_the_payload_runs_code_when_unpickled_unsafely(tmp_path):
+    """The control for the two refusals below: the same payload, unpickled with the full
+    pickle machinery, does create its marker, so their "no marker" assertions can fail."""
+    marker = tmp_path / "PWNED_BY_PICKLE"
+    pickle.loads(pickle.dumps({"x": CodeRunningPayload(marker)}))
+    assert marker.exists()
+
+
+def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "PWNED_BY_CHECKPOINT"
     path = tmp_path / "evil.pt"
-    torch.save({"model_state_dict": {}, "payload": _RunsCode()}, path)
+    torch.save({"model_state_dict": {}, "payload": CodeRunningPayload(marker)}, path)
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
     assert "refused" in str(err.value) and str(path) in str(err.value)
     assert "\n" not in str(err.value)
-    assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()
+    assert not marker.exists()
 
 
 def test_plain_pickle_file_is_refused(tmp_path):
+    marker = tmp_path / "PWNED_BY_CHECKPOINT"
     path = tmp_path / "pickled.pt"
-    path.write_bytes(pickle.dumps({"x": _RunsCode()}))
-    with pytest.raises(CheckpointError):
+    path.write_bytes(pickle.dumps({"x": CodeRunningPayload(marker)}))
+    with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)
-    assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
@@ -122,12 +124,14 @@ def test_no_unsafe_loading_anywhere_in_the_package():
     import spleen_helpers
 
     offenders = []
-    for source in Path(spleen_helpers.__file__).parent.glob("*.py"):
+    sources = sorted(Path(spleen_helpers.__file__).parent.rglob("*.py"))
+    assert any(p.parent.name == "tools" for p in sources)    # the subpackage is searched too
+    for source in sources:
         text = source.read_text()
         for line_no, line in enumerate(text.splitlines(), 1):
             code = line.split("#")[0]
             if re.search(r"torch\.load\(", code) and "weights_only=True" not in code:
-                offenders.append(f"{source.name}:{line_no}: {line.strip()}")
+                offenders.append(f"{source}:{line_no}: {line.strip()}")
             if re.search(r"pickle\.loads?\(|allow_pickle\s*=\s*True|PersistentDataset|LMDBDataset", code):
-                offenders.append(f"{source.name}:{line_no}: {line.strip()}")
+                offenders.append(f"{source}:{line_no}: {line.strip()}")
     assert not offenders, offenders

@@ -13,6 +13,7 @@ import nibabel as nib
 import pytest
 
 from spleen_helpers import __version__
+from spleen_helpers.config import CourseConfig
 from spleen_helpers.tools.cli import build_parser, main
 
 
@@ -152,3 +153,135 @@ def test_train_refuses_out_of_range_settings(argv: list[str], expected: str, tmp
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------ train
+TINY_TRAIN = ["--channels", "4", "8", "16", "--strides", "2", "2", "--patch-size", "16", "16", "16",
+              "--roi-size", "32", "32", "32", "--pixdim", "6", "6", "6", "--val-count", "2",
+              "--num-samples", "2", "--device", "cpu", "--no-progress"]
+
+
+def test_train_trains_resumes_and_says_where_the_model_is(synthetic_dir: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    argv = ["train", "--data-dir", str(synthetic_dir), "--out", str(run), "--val-interval", "1", *TINY_TRAIN]
+    assert main(argv + ["--max-epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    history = json.loads((run / "history.json").read_text())
+    assert history["epochs"] == [1, 2] and history["val_epochs"] == [1, 2]
+    assert (f"best val Dice {max(history['val_dice']):.4f} at epoch {history['best_metric_epoch']}; "
+            f"best model: {run / 'best_metric_model.pth'}; checkpoint: {run / 'checkpoint.pt'}") in out
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["channels"] == [4, 8, 16] and saved["pixdim"] == [6.0, 6.0, 6.0] and saved["max_epochs"] == 2
+    synthetic = CourseConfig.synthetic()                       # options not given keep the data set's defaults
+    assert (saved["loss"], saved["learning_rate"], saved["profile"]) == (synthetic.loss, synthetic.learning_rate,
+                                                                         "synthetic")
+    assert main(argv + ["--max-epochs", "2"]) == 2            # an existing run is not overwritten
+    assert "already exists" in capsys.readouterr().err
+    assert main(argv + ["--max-epochs", "3", "--resume"]) == 0
+    assert json.loads((run / "history.json").read_text())["epochs"] == [1, 2, 3]
+
+
+@pytest.fixture
+def train_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, CourseConfig, dict]]:
+    """Every call ``spleen-course train`` makes to ``spleen_helpers.train.train`` (nothing trains)."""
+    import types
+
+    import spleen_helpers.train as train_module
+
+    calls: list[tuple[Path, CourseConfig, dict]] = []
+
+    def fake_train(data_dir, run_dir, cfg, **kwargs):
+        calls.append((Path(run_dir), cfg, kwargs))
+        return types.SimpleNamespace(best_metric=0.5, best_metric_epoch=1, best_model_path=Path(run_dir) / "b",
+                                     checkpoint_path=Path(run_dir) / "c")
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    return calls
+
+
+@pytest.mark.parametrize("options, settings", [
+    ([], {}),
+    (["--augment"], {"augment": True}),
+    (["--no-augment"], {"augment": False}),
+    (["--loader", "thread"], {"loader": "thread"}),
+    (["--loader", "standard", "--num-workers", "3"], {"loader": "standard", "num_workers": 3}),
+    (["--amp", "--device", "cuda:0"], {"amp": True, "device": "cuda:0"}),
+    (["--loss", "dice", "--learning-rate", "0.01"], {"loss": "dice", "learning_rate": 0.01}),
+    (["--pixdim", "1", "2", "3", "--channels", "8", "16", "32", "--strides", "2", "2"],
+     {"pixdim": (1.0, 2.0, 3.0), "channels": (8, 16, 32), "strides": (2, 2)}),
+    (["--val-fraction", "0.25", "--no-clip", "--keep-largest-component"],
+     {"val_fraction": 0.25, "clip": False, "keep_largest_component": True}),
+])
+def test_train_options_become_exactly_those_settings(options: list[str], settings: dict, synthetic_dir: Path,
+                                                     tmp_path: Path, train_calls: list) -> None:
+    assert main(["train", "--data-dir", str(synthetic_dir), "--out", str(tmp_path / "r"), *options]) == 0
+    [(run_dir, cfg, kwargs)] = train_calls
+    assert run_dir == tmp_path / "r" and kwargs == {"resume": False, "overwrite": False, "progress": True}
+    assert cfg == CourseConfig.synthetic(**settings) and cfg.profile == "synthetic"
+
+
+def test_every_setting_has_a_train_option(capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for f in dataclasses.fields(CourseConfig):
+        if "help" in f.metadata:
+            assert f"--{f.name.replace('_', '-')}" in text, f.name
+
+
+def test_train_refuses_amp_on_cpu_and_an_unknown_loader(synthetic_dir: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--data-dir", str(synthetic_dir), "--out", str(run), "--amp", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: amp (mixed precision) needs a CUDA device") and err.count("\n") == 1
+    assert not run.exists()
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--data-dir", str(synthetic_dir), "--out", str(run), "--loader", "processes"])
+    assert info.value.code == 2 and "invalid choice: 'processes'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ run-course --fresh
+def writer_notebook(path: Path) -> Path:
+    """A course-like notebook whose ``parameters`` cell defines ``run_dir`` and ``name``, and
+    which writes the file ``run_dir/name``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('run_dir = ""\nname = "a"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("from pathlib import Path\n(Path(run_dir) / name).write_text('x')")]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_run_course_fresh_refuses_a_folder_it_did_not_create(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    nb = writer_notebook(tmp_path / "01_writer.ipynb")
+    mine = tmp_path / "my_run"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my own notes")
+    out = tmp_path / "course"
+    assert main(["run-course", "--only", str(nb), "--output-dir", str(out), "--fresh",
+                 "-p", "run_dir", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {mine}: --fresh") and "notes.txt" in err and err.count("\n") == 1
+    assert (mine / "notes.txt").read_text() == "my own notes" and not out.exists()
+
+
+def test_run_course_fresh_empties_the_run_directory_it_created(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from spleen_helpers.tools.course import RUN_DIR_MARKER
+
+    nb = writer_notebook(tmp_path / "01_writer.ipynb")
+    out = tmp_path / "course"
+    assert main(["run-course", "--only", str(nb), "--output-dir", str(out), "-p", "name", "first"]) == 0
+    run = out / "run"
+    assert sorted(p.name for p in run.iterdir()) == sorted([RUN_DIR_MARKER, "first"])
+    assert main(["run-course", "--only", str(nb), "--output-dir", str(out), "--fresh", "-p", "name", "second"]) == 0
+    assert sorted(p.name for p in run.iterdir()) == sorted([RUN_DIR_MARKER, "second"])
+    capsys.readouterr()

@@ -29,9 +29,8 @@ from spleen_helpers.errors import DicomError
 from spleen_helpers.synthetic import (PhantomSpec, generate_case, tilted_affine, write_ct_series,
                                       write_enhanced_ct, write_phantom_study)
 from spleen_helpers.tools.cli import main
+from support import DICOM_SPEC, one_line_naming
 
-# x, y and z differ in size and spacing so that any swapped axis shows.
-SPEC = PhantomSpec(shape=(40, 32, 10), spacing=(3.0, 2.5, 5.0))
 
 VENDOR_SERIES = [
     "generic/anatomical/001",
@@ -47,24 +46,6 @@ VENDOR_SERIES = [
 ]
 
 
-def _one_line_naming(err: pytest.ExceptionInfo, path: Path) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg
-    assert str(path) in msg
-    return msg
-
-
-@pytest.fixture(scope="module")
-def case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return generate_case(3, SPEC)
-
-
-@pytest.fixture
-def synth_dir(tmp_path: Path, case) -> Path:
-    image, _, affine = case
-    out = tmp_path / "dicom"
-    write_ct_series(image, affine, out, patient_id="P1", series_description="Synthetic CT")
-    return out
 
 
 def _canonical(img: nib.Nifti1Image) -> nib.Nifti1Image:
@@ -75,8 +56,8 @@ def _canonical(img: nib.Nifti1Image) -> nib.Nifti1Image:
 def test_round_trip_synthetic_through_dicom_and_nifti(synth_dir: Path, case, tmp_path: Path) -> None:
     image, _, affine = case
     (series,) = find_series(synth_dir)
-    assert series.shape == SPEC.shape
-    assert series.spacing == pytest.approx(SPEC.spacing)
+    assert series.shape == DICOM_SPEC.shape
+    assert series.spacing == pytest.approx(DICOM_SPEC.spacing)
     assert series.description == "Synthetic CT" and series.modality == "CT"
     # The reader's own geometry: the writer's voxels under the writer's affine.
     hu, tags = load_series_hu(series)
@@ -116,14 +97,14 @@ def test_round_trip_of_an_oblique_volume(tmp_path: Path) -> None:
 def test_empty_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DicomError, match="is empty") as err:
         find_series(tmp_path)
-    _one_line_naming(err, tmp_path)
+    one_line_naming(err, tmp_path)
 
 
 def test_folder_without_dicom_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.warns(DicomWarning, match="notes.txt"), pytest.raises(DicomError, match="no DICOM") as err:
         find_series(tmp_path)
-    _one_line_naming(err, tmp_path)
+    one_line_naming(err, tmp_path)
 
 
 def test_non_dicom_files_are_skipped_with_a_warning(synth_dir: Path, tmp_path: Path) -> None:
@@ -134,12 +115,12 @@ def test_non_dicom_files_are_skipped_with_a_warning(synth_dir: Path, tmp_path: P
         outs = dicom_dir_to_nifti(synth_dir, tmp_path / "out")
     messages = " ".join(str(w.message) for w in record)
     assert "README.txt" in messages and "thumb.png" in messages
-    assert len(outs) == 1 and nib.load(outs[0]).shape[2] == SPEC.shape[2]
+    assert len(outs) == 1 and nib.load(outs[0]).shape[2] == DICOM_SPEC.shape[2]
 
 
 def test_two_series_in_one_folder_give_two_volumes(tmp_path: Path) -> None:
-    a, _, aff = generate_case(1, SPEC)
-    b, _, _ = generate_case(2, SPEC.replace(shape=(40, 32, 6)))
+    a, _, aff = generate_case(1, DICOM_SPEC)
+    b, _, _ = generate_case(2, DICOM_SPEC.replace(shape=(40, 32, 6)))
     write_ct_series(a, aff, tmp_path / "a", series_description="first")
     write_ct_series(b, aff, tmp_path / "b", series_description="second")
     mixed = tmp_path / "mixed"
@@ -158,7 +139,7 @@ def test_missing_slice_is_refused(synth_dir: Path, tmp_path: Path) -> None:
     with pytest.warns(DicomWarning, match="skipped .*missing slice"), \
             pytest.raises(DicomError, match="no series could be converted .*missing slice") as err:
         dicom_dir_to_nifti(synth_dir, tmp_path / "out")
-    _one_line_naming(err, synth_dir)
+    one_line_naming(err, synth_dir)
     assert not (tmp_path / "out").exists()
 
 
@@ -166,7 +147,7 @@ def test_duplicate_slice_is_refused(synth_dir: Path) -> None:
     shutil.copy(synth_dir / "CT_00003.dcm", synth_dir / "copy_of_3.dcm")
     with pytest.raises(DicomError, match="duplicate slice position") as err:
         find_series(synth_dir)
-    msg = _one_line_naming(err, synth_dir)
+    msg = one_line_naming(err, synth_dir)
     assert "copy_of_3.dcm" in msg and "CT_00003.dcm" in msg
 
 
@@ -181,7 +162,7 @@ def test_inconsistent_geometry_is_refused(synth_dir: Path, tag: str, value, prob
     ds.save_as(path)
     with pytest.raises(DicomError, match=problem) as err:
         find_series(synth_dir)
-    assert "CT_00005.dcm" in _one_line_naming(err, synth_dir)
+    assert "CT_00005.dcm" in one_line_naming(err, synth_dir)
 
 
 def test_dicom_file_cut_off_in_its_header_is_refused(synth_dir: Path) -> None:
@@ -189,7 +170,7 @@ def test_dicom_file_cut_off_in_its_header_is_refused(synth_dir: Path) -> None:
     path.write_bytes(path.read_bytes()[:200])  # preamble, DICM and part of the file meta
     with pytest.raises(DicomError, match="damaged") as err:
         find_series(synth_dir)
-    _one_line_naming(err, path)
+    one_line_naming(err, path)
 
 
 def test_dicom_file_cut_off_in_its_pixels_is_refused(synth_dir: Path, tmp_path: Path) -> None:
@@ -198,11 +179,11 @@ def test_dicom_file_cut_off_in_its_pixels_is_refused(synth_dir: Path, tmp_path: 
     (series,) = find_series(synth_dir)  # the header is intact
     with pytest.raises(DicomError, match="cannot be decoded") as err:
         convert_series(series, tmp_path / "out" / "ct.nii.gz")
-    _one_line_naming(err, path)
+    one_line_naming(err, path)
     assert list((tmp_path / "out").iterdir()) == []
     with pytest.raises(DicomError, match="cannot be decoded") as err:
         load_series_hu(series)
-    _one_line_naming(err, path)
+    one_line_naming(err, path)
 
 
 def test_dicom2nifti_refusal_is_a_dicom_error_and_leaves_no_file(synth_dir: Path, tmp_path: Path) -> None:
@@ -218,7 +199,7 @@ def test_dicom2nifti_refusal_is_a_dicom_error_and_leaves_no_file(synth_dir: Path
         assert dicom2nifti.settings.validate_slice_increment is False  # restored afterwards
     finally:
         dicom2nifti.settings.enable_validate_slice_increment()
-    _one_line_naming(err, synth_dir)
+    one_line_naming(err, synth_dir)
     assert list((tmp_path / "out").iterdir()) == []  # no partial or temporary file
 
 
@@ -258,7 +239,7 @@ def test_chunks_too_small_for_conversion_are_refused_before_writing(synth_dir: P
     # 10 slices in groups of 4 leave a 2-slice chunk: refused, nothing written.
     with pytest.warns(DicomWarning), pytest.raises(DicomError, match="only 2 slice") as err:
         dicom_dir_to_nifti(synth_dir, tmp_path / "out", slices_per_group=4)
-    _one_line_naming(err, synth_dir)
+    one_line_naming(err, synth_dir)
     assert not (tmp_path / "out").exists()
     with pytest.warns(DicomWarning, match="DROPPED"):
         outs = dicom_dir_to_nifti(synth_dir, tmp_path / "out", slices_per_group=4, drop_remainder=True)
@@ -318,21 +299,21 @@ def test_series_with_a_missing_slice_is_refused(testdata: Path) -> None:
     folder = testdata / "failing" / "sliceincrement" / "001"
     with pytest.raises(DicomError, match="missing slice") as err:
         find_series(folder)
-    assert "IM-0001-0010-0001.dcm" in _one_line_naming(err, folder)
+    assert "IM-0001-0010-0001.dcm" in one_line_naming(err, folder)
 
 
 def test_slices_that_are_not_a_volume_are_refused(testdata: Path) -> None:
     folder = testdata / "failing" / "notavolume" / "001"
     with pytest.raises(DicomError, match="same position") as err:
         find_series(folder)
-    _one_line_naming(err, folder)
+    one_line_naming(err, folder)
 
 
 def test_monai_ct_with_a_gap_is_refused(shared_data: Path, tmp_path: Path) -> None:
     folder = shared_data / "monai-ct-dicom"
     with pytest.warns(DicomWarning), pytest.raises(DicomError, match="missing slice") as err:
         dicom_dir_to_nifti(folder, tmp_path / "out")
-    _one_line_naming(err, folder)
+    one_line_naming(err, folder)
 
 
 # ------------------------------------------------ the committed real CT (TotalSegmentator, JPEG 2000)
@@ -461,7 +442,7 @@ def test_a_study_without_any_volume_fails_with_one_line(study: Path, tmp_path: P
     out = tmp_path / "out"
     with pytest.raises(DicomError, match="no series could be converted") as err:
         dicom_dir_to_nifti(study, out, notify=lambda line: None)
-    msg = _one_line_naming(err, study)
+    msg = one_line_naming(err, study)
     assert "'topogram'" in msg and "localizer" in msg and "'dose report'" in msg and "no image geometry" in msg
     assert not out.exists()
     assert main(["dicom2nifti", str(study), str(out)]) == 2
@@ -594,7 +575,7 @@ def test_choose_ct_series_rule() -> None:
     assert tilted.is_axial and choose_ct_series([a, tilted]) is tilted
     with pytest.raises(DicomError, match="no axial CT volume to segment among 2 series") as err:
         choose_ct_series([sagittal, mr])
-    msg = _one_line_naming(err, Path("study"))
+    msg = one_line_naming(err, Path("study"))
     assert "#5" in msg and "not axial" in msg and "MR" in msg
 
 
@@ -607,7 +588,7 @@ def test_select_series_by_number_uid_or_rule(study: Path) -> None:
     assert select_series(scan, thin.uid) is thin
     with pytest.raises(DicomError, match="'topogram' uid .* was skipped: a localizer") as err:
         select_series(scan, "1")
-    _one_line_naming(err, study)
+    one_line_naming(err, study)
     with pytest.raises(DicomError, match="no series with number or SeriesInstanceUID 7; the volumes here are: #2, #3"):
         select_series(scan, "7")
     with pytest.raises(DicomError, match="2 series have number 2"):
@@ -622,7 +603,7 @@ def test_multiframe_ct_converts_like_its_single_frame_series(synth_dir: Path, ca
     mf = write_enhanced_ct(sorted(synth_dir.glob("*.dcm")), tmp_path / "multi" / "ct.dcm")
     (single,) = find_series(synth_dir)
     (multi,) = find_series(tmp_path / "multi")
-    assert multi.is_multiframe and multi.num_slices == SPEC.shape[2] and set(multi.files) == {mf}
+    assert multi.is_multiframe and multi.num_slices == DICOM_SPEC.shape[2] and set(multi.files) == {mf}
     assert multi.positions == pytest.approx(single.positions)
     np.testing.assert_allclose(multi.affine(), single.affine(), atol=1e-4)
     a = nib.load(convert_series(single, tmp_path / "single.nii.gz"))
@@ -670,7 +651,7 @@ def test_multiframe_with_a_missing_frame_is_refused(synth_dir: Path, tmp_path: P
     write_enhanced_ct(files[:4] + files[5:], tmp_path / "multi" / "ct.dcm")
     with pytest.raises(DicomError, match="missing slice") as err:
         find_series(tmp_path / "multi")
-    assert "ct.dcm frame" in _one_line_naming(err, tmp_path / "multi")
+    assert "ct.dcm frame" in one_line_naming(err, tmp_path / "multi")
 
 
 def test_multiframe_without_per_frame_positions_is_skipped(synth_dir: Path, tmp_path: Path) -> None:
@@ -761,7 +742,7 @@ def test_tilt_correction_off_refuses_a_tilted_series(tmp_path: Path, capsys) -> 
     with pytest.raises(DicomError, match=r"12.0 degrees off the slice normal \(gantry tilt\) and tilt "
                                          "correction is off") as err:
         convert_series(series, tmp_path / "out" / "ct.nii.gz", tilt_correction=False)
-    _one_line_naming(err, tmp_path / "in")
+    one_line_naming(err, tmp_path / "in")
     assert _dicom2nifti_settings() == before and not (tmp_path / "out").exists()
     assert main(["dicom2nifti", str(tmp_path / "in"), str(tmp_path / "out"), "--no-tilt-correction"]) == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith("error: ")

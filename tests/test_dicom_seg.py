@@ -23,6 +23,7 @@ from spleen_helpers.dicom_seg import (
 )
 from spleen_helpers.errors import DataError, DicomError
 from spleen_helpers.synthetic import PhantomSpec, generate_case, write_ct_series
+from support import skip_or_fail
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 
@@ -139,7 +140,7 @@ def real(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     folder = shared_data / "totalsegmentator-example" / "ct_dicom"
     reference = shared_data / "totalsegmentator-example" / "ct_dicom_seg.nii.gz"
     if not folder.is_dir() or not reference.is_file():
-        pytest.skip(f"{folder} is not in this checkout's shared data")
+        skip_or_fail(f"{folder} is not in this checkout's shared data")
     series = find_series(folder)[0]
     ct = nib.load(convert_series(series, tmp_path_factory.mktemp("real") / "ct.nii.gz"))
     ref = nib.load(reference)

@@ -16,6 +16,7 @@ import torch
 from spleen_helpers.tools import cli
 from spleen_helpers.errors import ConfigError, DataError
 from spleen_helpers.evaluate import MASKS_DIR, case_metrics, evaluate_cases
+from support import ThresholdNet, dice, level_for
 
 # ------------------------------------------------------------------------------ metrics
 def test_shifted_cubes_have_the_known_dice_iou_and_volumes() -> None:
@@ -70,6 +71,19 @@ def test_empty_masks_give_nan_distances_and_say_so(pred_empty, ref_empty, dice_e
     assert note in m.note and "nan" in m.note
 
 
+@pytest.mark.parametrize("prediction, expected_dice", [
+    ("complement", 0.0),            # everything but the spleen: background only
+    ("everything", 2 * 125 / (125 + 1000)),
+])
+def test_predictions_off_the_spleen_score_exactly(prediction: str, expected_dice: float) -> None:
+    ref = np.zeros((10, 10, 10), np.uint8)
+    ref[2:7, 2:7, 2:7] = 1                                      # 125 of 1000 voxels
+    pred = {"complement": 1 - ref, "everything": np.ones_like(ref)}[prediction]
+    m = case_metrics(pred, ref, (1.0, 1.0, 1.0))
+    assert m.dice == pytest.approx(expected_dice) and m.pred_voxels == int(pred.sum())
+    assert m.iou == pytest.approx(expected_dice / (2 - expected_dice))
+
+
 def test_metric_inputs_are_checked() -> None:
     with pytest.raises(DataError, match=r"prediction shape \(4, 4, 4\) does not match reference shape \(4, 4, 5\)"):
         case_metrics(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)), (1.0, 1.0, 1.0))
@@ -85,7 +99,14 @@ def test_metric_inputs_are_checked() -> None:
 
 # ------------------------------------------------------------------ files and reports
 def test_evaluate_cases_writes_masks_csv_and_summary(tiny_model: Path, synthetic_dir: Path,
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, monkeypatch) -> None:
+    import spleen_helpers.evaluate as evaluate
+
+    # The tiny model's configuration, with a stand-in network whose masks are far from empty
+    # and far from perfect (everything brighter than 95 HU: spleen, kidneys, aorta, spine).
+    _, cfg = evaluate.load_model_or_bundle(tiny_model)
+    monkeypatch.setattr(evaluate, "load_model_or_bundle",
+                        lambda path, cfg_, device: (ThresholdNet(level_for(95, cfg)), cfg))
     lines: list[str] = []
     report = evaluate_cases(tiny_model, synthetic_dir, tmp_path / "eval", device="cpu", log=lines.append)
     names = [c.name for c in report.cases]
@@ -98,10 +119,16 @@ def test_evaluate_cases_writes_masks_csv_and_summary(tiny_model: Path, synthetic
         label = nib.load(case.label)
         assert case.prediction.parent == tmp_path / "eval" / MASKS_DIR
         assert saved.shape == label.shape and np.array_equal(saved.affine, label.affine)
-        again = case_metrics(np.asarray(saved.dataobj), np.asarray(label.dataobj),
-                             nib.affines.voxel_sizes(saved.affine))
-        assert float(row["dice"]) == pytest.approx(again.dice, abs=1e-5)
-        assert float(row["ref_ml"]) == pytest.approx(again.ref_ml, rel=1e-5) and again.ref_ml > 0
+        # The CSV against counts made here, not against the metric code that wrote it.
+        pred, ref = np.asarray(saved.dataobj) > 0, np.asarray(label.dataobj) > 0
+        voxel_ml = float(np.prod(nib.affines.voxel_sizes(label.affine))) / 1000
+        expected = dice(pred, ref)
+        assert 0.1 < expected < 0.95, expected                  # a Dice with room to be wrong
+        assert float(row["dice"]) == pytest.approx(expected, abs=1e-5)
+        assert float(row["iou"]) == pytest.approx((pred & ref).sum() / (pred | ref).sum(), abs=1e-5)
+        assert float(row["ref_ml"]) == pytest.approx(ref.sum() * voxel_ml, rel=1e-5)
+        assert float(row["pred_ml"]) == pytest.approx(pred.sum() * voxel_ml, rel=1e-5)
+        assert int(row["pred_voxels"]) == pred.sum() and int(row["ref_voxels"]) == ref.sum()
     summary = json.loads(report.summary_json.read_text())
     dices = [c.metrics.dice for c in report.cases]
     assert summary["metrics"]["dice"]["mean"] == pytest.approx(np.mean(dices))

@@ -65,6 +65,39 @@ def test_loss_and_metric_score_a_perfect_and_a_wrong_prediction() -> None:
     assert float(metric.aggregate()) == pytest.approx(0.5)   # mean of 1 and 0, spleen channel only
 
 
+def onehot_cube(lo: int, hi: int, shift: int = 0) -> torch.Tensor:
+    """(1, 2, 16, 16, 16) one-hot of the cube [lo, hi)^3 moved by ``shift`` voxels along x."""
+    fg = torch.zeros(1, 1, 16, 16, 16)
+    fg[..., lo + shift:hi + shift, lo:hi, lo:hi] = 1
+    return torch.cat([1 - fg, fg], dim=1)
+
+
+def test_dice_metric_scores_the_spleen_channel_only() -> None:
+    """Two 8-voxel cubes overlapping by 6/8: spleen Dice 0.75 exactly. The background channel
+    (Dice 0.964 here) must not enter: with it the mean would be 0.857."""
+    metric = build_dice_metric()
+    metric(y_pred=onehot_cube(4, 12, shift=2), y=onehot_cube(4, 12))
+    assert float(metric.aggregate()) == pytest.approx(0.75, abs=1e-6)
+    metric.reset()
+    empty = onehot_cube(0, 0)                                   # nothing predicted as spleen
+    metric(y_pred=empty, y=onehot_cube(4, 12))
+    assert float(metric.aggregate()) == 0.0
+
+
+def test_dicece_loss_is_dice_plus_cross_entropy() -> None:
+    """``loss="dicece"`` (the synthetic profile's, MONAI's bundle) adds the voxel-wise
+    cross-entropy to the soft Dice loss, both on the same logits and integer labels."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 8, 8, 8)
+    label = (torch.rand(2, 1, 8, 8, 8) > 0.6).float()
+    dice = build_loss(CourseConfig.synthetic(loss="dice"))
+    dicece = build_loss(CourseConfig.synthetic(loss="dicece"))
+    cross_entropy = torch.nn.functional.cross_entropy(logits, label[:, 0].long())
+    assert float(dicece(logits, label)) == pytest.approx(float(dice(logits, label) + cross_entropy), rel=1e-5)
+    assert float(cross_entropy) > 0.5                          # the two losses really differ
+    assert build_loss().__class__ is dice.__class__            # no configuration: the tutorial's Dice loss
+
+
 def test_optimizer_uses_the_configured_learning_rate() -> None:
     opt = build_optimizer(build_unet(SMALL), SMALL.replace(learning_rate=3e-4))
     assert isinstance(opt, torch.optim.Adam)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -85,15 +88,57 @@ def test_torch_is_pinned_exactly_and_installed_first() -> None:
     assert make.index('"$(TORCH_SPEC)"') < make.index('-e ".[test]"'), "the Makefile installs torch after the package"
 
 
-def test_console_script_is_declared() -> None:
-    project = pyproject()["project"]
-    assert project["scripts"]["spleen-course"] == "spleen_helpers.tools.cli:main"
+def test_console_script_is_declared_and_installed() -> None:
+    """pyproject names the CLI's entry point, and the installed metadata leads to that function."""
+    from importlib.metadata import entry_points
+
     from spleen_helpers.tools.cli import main
 
-    assert callable(main)
+    project = pyproject()["project"]
+    assert project["scripts"]["spleen-course"] == "spleen_helpers.tools.cli:main"
+    installed = entry_points(group="console_scripts", name="spleen-course")
+    assert [ep.value for ep in installed] == ["spleen_helpers.tools.cli:main"], (
+        "the installed entry point differs from pyproject.toml: run `make setup` again")
+    assert next(iter(installed)).load() is main
 
 
 def test_package_version_matches_pyproject() -> None:
     import spleen_helpers
 
     assert spleen_helpers.__version__ == pyproject()["project"]["version"]
+
+
+# ----------------------------------------------------------------- make browser-deps
+MAKE = shutil.which("make")
+
+
+def run_browser_deps(tmp_path: Path, uid: int, apt_get: str | None, chromium_env: str = "") -> str:
+    """``make browser-deps`` with a PATH holding only the tools it needs: no Chromium, a fake
+    ``id`` reporting ``uid`` and, unless None, a fake ``apt-get`` with the given shell body."""
+    bin_dir = Path(tempfile.mkdtemp(prefix="bin-", dir=tmp_path))
+    for tool in ("mktemp", "tail", "sed", "rm"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    fakes = {"id": f"echo {uid}"} | ({"apt-get": apt_get} if apt_get is not None else {})
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "SPLEEN_CHROMIUM": chromium_env}
+    done = subprocess.run([MAKE, "-s", "-C", str(ROOT), "browser-deps"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr        # a missing browser never stops `make test`
+    return done.stdout + done.stderr
+
+
+@pytest.mark.skipif(MAKE is None, reason="make is not installed")
+def test_browser_deps_says_why_chromium_is_missing(tmp_path: Path) -> None:
+    failing_apt = ('[ "$1" = update ] && exit 0\n'
+                   'echo "E: Unable to locate package chromium" >&2\nexit 100')
+    out = run_browser_deps(tmp_path, 0, failing_apt)
+    assert "could not be installed with apt-get (exit status 100)" in out
+    assert "E: Unable to locate package chromium" in out and "fail under CI=true" in out
+    assert "needs root (this is uid 1000)" in run_browser_deps(tmp_path, 1000, None)
+    assert "apt-get is not available" in run_browser_deps(tmp_path, 0, None)
+    fake_chromium = tmp_path / "chromium"
+    fake_chromium.write_text("#!/bin/sh\n")
+    fake_chromium.chmod(0o755)
+    assert run_browser_deps(tmp_path, 0, "exit 1", str(fake_chromium)) == ""   # found: nothing to do

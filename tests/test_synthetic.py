@@ -24,6 +24,7 @@ from spleen_helpers.synthetic import (
     write_phantom_study,
     write_synthetic_dataset,
 )
+from support import DICOM_SPEC, one_line_naming
 
 SEEDS = [0, 1, 2, 3, 4, 5]
 # The keys of the real MSD Task09_Spleen/dataset.json.
@@ -252,34 +253,14 @@ def test_cli_dicom_writes_one_series_per_case(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------- DICOM export
-# x, y and z differ in size and spacing so that any swapped axis shows.
-SPEC = PhantomSpec(shape=(40, 32, 10), spacing=(3.0, 2.5, 5.0))
 
 
-def _one_line_naming(err: pytest.ExceptionInfo, path: Path) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg
-    assert str(path) in msg
-    return msg
-
-
-@pytest.fixture(scope="module")
-def case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return generate_case(3, SPEC)
-
-
-@pytest.fixture
-def synth_dir(tmp_path: Path, case) -> Path:
-    image, _, affine = case
-    out = tmp_path / "dicom"
-    write_ct_series(image, affine, out, patient_id="P1", series_description="Synthetic CT")
-    return out
 
 
 def test_written_files_are_valid_ct_with_lps_geometry(synth_dir: Path, case) -> None:
     image, _, affine = case
     files = sorted(synth_dir.glob("*.dcm"))
-    assert len(files) == SPEC.shape[2]
+    assert len(files) == DICOM_SPEC.shape[2]
     first, last = (pydicom.dcmread(f) for f in (files[0], files[-1]))
     assert first.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     assert first.file_meta.MediaStorageSOPClassUID == pydicom.uid.CTImageStorage == first.SOPClassUID
@@ -288,7 +269,7 @@ def test_written_files_are_valid_ct_with_lps_geometry(synth_dir: Path, case) -> 
     assert first.StudyInstanceUID == last.StudyInstanceUID
     assert first.FrameOfReferenceUID == last.FrameOfReferenceUID
     assert first.SOPInstanceUID != last.SOPInstanceUID
-    assert (first.InstanceNumber, last.InstanceNumber) == (1, SPEC.shape[2])
+    assert (first.InstanceNumber, last.InstanceNumber) == (1, DICOM_SPEC.shape[2])
     # RAS diag(-sx, -sy, sz) is LPS diag(sx, sy, sz): plain axial orientation.
     assert [float(v) for v in first.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
     assert [float(v) for v in first.PixelSpacing] == [2.5, 3.0]  # (row spacing, column spacing)
@@ -296,7 +277,7 @@ def test_written_files_are_valid_ct_with_lps_geometry(synth_dir: Path, case) -> 
     lps_origin = np.diag([-1, -1, 1]) @ affine[:3, 3]
     np.testing.assert_allclose([float(v) for v in first.ImagePositionPatient], lps_origin, atol=1e-4)
     np.testing.assert_allclose(float(last.ImagePositionPatient[2]) - float(first.ImagePositionPatient[2]),
-                               5.0 * (SPEC.shape[2] - 1))
+                               5.0 * (DICOM_SPEC.shape[2] - 1))
     assert (float(first.RescaleSlope), float(first.RescaleIntercept)) == (1.0, -1024.0)
     assert first.pixel_array.dtype == np.uint16 and first.pixel_array.shape == (32, 40)
     np.testing.assert_array_equal(first.pixel_array.astype(np.int32) - 1024, image[:, :, 0].T)
@@ -306,7 +287,7 @@ def test_write_refuses_values_outside_the_stored_range(tmp_path: Path) -> None:
     vol = np.full((4, 4, 4), -2000, dtype=np.int16)
     with pytest.raises(DicomError, match="do not fit") as err:
         write_ct_series(vol, np.eye(4), tmp_path / "x")
-    _one_line_naming(err, tmp_path / "x")
+    one_line_naming(err, tmp_path / "x")
 
 
 def test_rewriting_a_shorter_series_removes_stale_slices(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ and the static slice figures."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 
 from spleen_helpers.errors import DataError
 from spleen_helpers.viz import CT_WINDOW, SliceViewer, View3D, plot_slices, slice_viewer, surface_figure, view_3d
@@ -28,33 +30,51 @@ def volumes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, label, np.roll(label, 2, axis=0)
 
 
+def drawn_image(viewer: SliceViewer) -> np.ndarray:
+    """The pixels of the image panel in the PNG the viewer shows, without the title above it
+    (which names the slice): in the first of the panels, the rows and columns that the slice
+    fills (the title's text covers a small part of its row, the white margins none)."""
+    png = np.asarray(Image.open(io.BytesIO(viewer.image.value)).convert("RGB"))
+    first = png[:, : png.shape[1] // sum(v is not None for v in viewer.current_slice_data().values())]
+    drawn = (first < 250).any(axis=2)
+    rows, cols = np.flatnonzero(drawn.mean(axis=1) > 0.5), np.flatnonzero(drawn.mean(axis=0) > 0.5)
+    return first[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+
+
 def test_moving_the_slider_shows_that_slice(volumes) -> None:
     image, label, pred = volumes
     viewer = slice_viewer(image, label, pred)
     assert viewer.slider.description == "slice" and viewer.slider.max == SHAPE[2] - 1
-    assert viewer.slider.value == int(np.argmax(label.sum(axis=(0, 1))))  # busiest label slice
-    before = viewer.image.value
-    assert before[:8] == b"\x89PNG\r\n\x1a\n"
+    start = viewer.slider.value
+    assert start == int(np.argmax(label.sum(axis=(0, 1))))  # busiest label slice
+    assert viewer.image.value[:8] == b"\x89PNG\r\n\x1a\n"
+    before = drawn_image(viewer)
+    assert before.size > 100 * 100 * 3 and before.std() > 10      # a picture, not a blank panel
     viewer.slider.value = 3
     data = viewer.current_slice_data()
     assert np.array_equal(data["image"], image[:, :, 3])
     assert np.array_equal(data["label"], label[:, :, 3])
     assert np.array_equal(data["prediction"], pred[:, :, 3])
-    assert viewer.image.value != before
+    after = drawn_image(viewer)
+    assert after.shape == before.shape
+    changed = float((np.abs(after.astype(int) - before.astype(int)).max(axis=2) > 8).mean())
+    assert changed > 0.05, f"only {changed:.1%} of the image panel's pixels changed"
     shown = viewer.image.value
     viewer.slider.value = 3          # same value: no change event, same picture
     assert viewer.image.value == shown
+    viewer.slider.value = start      # back: the first picture again, pixel for pixel
+    assert np.array_equal(drawn_image(viewer), before)
 
 
 def test_switching_the_axis_changes_the_slider_range_and_clips_it(volumes) -> None:
     image, label, pred = volumes
     viewer = slice_viewer(image, label, pred, axis=0, index=35)
     assert viewer.slider.max == SHAPE[0] - 1 and viewer.slider.value == 35
-    before = viewer.image.value
+    before = drawn_image(viewer)
     viewer.axis.value = 2                                     # axial: 16 slices
     assert viewer.slider.max == SHAPE[2] - 1 and viewer.slider.value == SHAPE[2] - 1
     assert np.array_equal(viewer.current_slice_data()["image"], image[:, :, SHAPE[2] - 1])
-    assert viewer.image.value != before
+    assert drawn_image(viewer).shape != before.shape          # a 40 x 30 plane instead of 30 x 16
     viewer.axis.value = 1                                     # coronal: range grows, value kept
     assert viewer.slider.max == SHAPE[1] - 1 and viewer.slider.value == SHAPE[2] - 1
     assert viewer.current_slice_data()["image"].shape == (SHAPE[0], SHAPE[2])

@@ -331,7 +331,8 @@ def _add_run_course(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", nargs="+", default=None, metavar="NN",
                    help="run only these notebooks (numbers like 03, or names)")
     p.add_argument("--fresh", action="store_true",
-                   help="empty the shared run directory OUTPUT_DIR/run first")
+                   help="empty the shared run directory first (only one that run-course created; "
+                        "a folder of yours that holds files is refused, never emptied)")
     p.set_defaults(handler=_cmd_run_course)
 
 

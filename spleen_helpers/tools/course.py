@@ -6,7 +6,8 @@ each, injects parameters into each notebook's cell tagged ``parameters``, and wr
 
 * each executed notebook (``NN_name.ipynb``) and an HTML rendering of it (``NN_name.html``);
 * ``run/``: the one run directory that every notebook defining ``run_dir`` receives, so the
-  evaluation notebook finds the model the training notebook wrote;
+  evaluation notebook finds the model the training notebook wrote (a run directory the
+  runner creates holds the marker ``.spleen-course-run``; ``fresh=True`` empties only those);
 * ``outputs/NN_name/``: the ``output_dir`` of each notebook that defines one;
 * ``summary.json`` and ``summary.md``: status and time per notebook, and the validation Dice
   read from ``run/history.json`` (the training history), never from notebook text.
@@ -53,6 +54,7 @@ __all__ = [
     "NotebookResult",
     "DEFAULT_CELL_TIMEOUT_S",
     "PROGRESS_EVERY_S",
+    "RUN_DIR_MARKER",
     "RUN_DIR_PARAMETER",
     "DATA_DIR_PARAMETER",
     "OUTPUT_DIR_PARAMETER",
@@ -69,6 +71,7 @@ RUN_DIR_PARAMETER = "run_dir"        # the shared run directory (training writes
 DATA_DIR_PARAMETER = "data_dir"      # the data set every notebook works on
 OUTPUT_DIR_PARAMETER = "output_dir"  # a notebook's own outputs: <output_dir>/outputs/<notebook>
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
+RUN_DIR_MARKER = ".spleen-course-run"  # in a run directory run_course created (only those are emptied)
 
 Progress = Callable[[str], None]
 
@@ -344,6 +347,33 @@ def _read_history(run_dir: Path, summary: CourseSummary):
     return history if history.val_dice else None
 
 
+def _prepare_run_dir(run_dir: Path, fresh: bool) -> None:
+    """Create the shared run directory (marked as the course's); with ``fresh``, empty it first.
+
+    Only a folder the course runner created itself (it holds :data:`RUN_DIR_MARKER`) is ever
+    deleted. A folder the user made or chose (``-p run_dir DIR``) that holds anything is
+    refused with a ConfigError instead of emptied; an empty one is simply used.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(run_dir, "the run directory is a file, not a folder")
+    if fresh and run_dir.exists():
+        if (run_dir / RUN_DIR_MARKER).is_file():
+            shutil.rmtree(run_dir)
+        else:
+            held = sorted(p.name for p in run_dir.iterdir())
+            if held:
+                shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+                raise ConfigError(run_dir, f"--fresh (fresh=True) would empty this folder, but run-course "
+                                           f"did not create it (no {RUN_DIR_MARKER} in it) and it holds "
+                                           f"{shown}; empty or remove it yourself, or choose another "
+                                           "run directory")
+    if not run_dir.exists():
+        run_dir.mkdir(parents=True)
+        with atomic_path(run_dir / RUN_DIR_MARKER) as tmp:
+            tmp.write_text("This run directory was created by spleen-course run-course; "
+                           "run-course --fresh may empty it.\n", encoding="utf-8")
+
+
 def _write_summary(summary: CourseSummary, out: Path) -> None:
     write_json_atomic(summary.to_dict(), out / "summary.json")
     with atomic_path(out / "summary.md") as tmp:
@@ -467,7 +497,9 @@ def run_course(output_dir: str | os.PathLike | None = None,
     ``output_dir`` defaults to ``<runs dir>/course``. ``data_dir`` (default: each notebook's
     own, the synthetic phantom) and ``parameters`` go to the notebooks that define them.
     ``notebooks`` selects a subset (``["03", "04"]``, stems or paths); ``fresh`` empties the
-    shared run directory first (otherwise what an earlier course run left there stays).
+    shared run directory first (otherwise what an earlier course run left there stays), but
+    only one that ``run_course`` created: a folder of the user's that holds files is refused
+    (ConfigError), never emptied.
     ``progress`` receives one line per notebook started and finished, and while one runs a
     line at least every ``progress_every`` seconds: the time so far, the cell that runs and,
     while training writes the run directory's history, the last epoch, loss and validation
@@ -506,9 +538,7 @@ def run_course(output_dir: str | os.PathLike | None = None,
         run_dir = Path(str(user_params[RUN_DIR_PARAMETER])).expanduser().resolve()
         user_params[RUN_DIR_PARAMETER] = str(run_dir)
     _check_kernel(kernel_name)
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_run_dir(run_dir, fresh)
     summary = CourseSummary(output_dir=str(out), run_dir=str(run_dir),
                             data_dir=user_params.get(DATA_DIR_PARAMETER),
                             parameters={k: v for k, v in user_params.items() if k != DATA_DIR_PARAMETER},

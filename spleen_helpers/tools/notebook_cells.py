@@ -14,8 +14,10 @@ Example:
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "REPO_URL",
@@ -69,23 +71,54 @@ def install_cell_source() -> str:
     )
 
 
-def sync_notebook(path: str | Path) -> bool:
-    """Rewrite the install cell and the badge of one notebook; return True if it changed."""
+def _is_install_cell(cell: Any) -> bool:
+    """A code cell that does what the install cell does (an older version of it, too)."""
+    return cell.get("cell_type") == "code" and "import google.colab" in cell.get("source", "")
+
+
+def sync_notebook(path: str | os.PathLike) -> bool:
+    """Rewrite the badge and the install cell of one notebook; return True if it changed.
+
+    The badge line of the title cell is replaced (or added after the heading when missing);
+    the second cell is replaced when it is an install cell (it imports ``google.colab``),
+    otherwise the install cell is inserted before it, so no cell of the notebook is lost.
+    The file is rewritten atomically and only when something changed.
+
+    >>> sync_notebook("notebooks/01_dicom_nifti_basics.ipynb")   # doctest: +SKIP
+    False
+    """
     import nbformat
 
+    from ..errors import DataError
+    from ..fileio import atomic_path
+
     path = Path(path)
-    nb = nbformat.read(path, as_version=4)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except (OSError, ValueError) as exc:
+        raise DataError(path, f"is not a readable notebook ({type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
+    if not nb.cells or nb.cells[0].cell_type != "markdown":
+        raise DataError(path, "the first cell must be the markdown title cell (# NN · Title)")
     changed = False
     title = nb.cells[0]
     lines = title.source.splitlines()
     badge = colab_badge(path.name)
     new_lines = [badge if line.startswith("[![Open In Colab]") else line for line in lines]
+    if new_lines == lines and badge not in lines:
+        new_lines = lines[:1] + ["", badge] + lines[1:]
     if new_lines != lines:
         title.source, changed = "\n".join(new_lines), True
-    if nb.cells[1].source != install_cell_source():
-        nb.cells[1].source, changed = install_cell_source(), True
+    source = install_cell_source()
+    if len(nb.cells) > 1 and _is_install_cell(nb.cells[1]):
+        if nb.cells[1].source != source:
+            nb.cells[1].source, changed = source, True
+    else:
+        nb.cells.insert(1, nbformat.v4.new_code_cell(source))
+        changed = True
     if changed:
-        nbformat.write(nb, path)
+        with atomic_path(path) as tmp:
+            nbformat.write(nb, str(tmp))
     return changed
 
 
