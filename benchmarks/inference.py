@@ -1,27 +1,30 @@
-"""Benchmark 3: sliding-window inference, MONAI's spleen bundle defaults versus the course's.
+"""Benchmark 3: inference on a CT-sized volume, the course's way and settings against the bundle's.
 
-**Time and peak RSS** on one CT-sized synthetic volume (512 × 512 × 100 voxels of
-0.8 × 0.8 × 2.5 mm, written as ``.nii.gz``), through the full path of
-:func:`spleen_helpers.evaluate.predict_volume`: loading, preprocessing
-(:func:`~spleen_helpers.transforms.infer_transforms`), sliding window, ``Invertd`` back to the
-original grid, argmax. Each setting runs in a fresh process, twice, in the order bundle,
-course, course, bundle; the network is the real one (:class:`CourseConfig` channels) with
-seeded weights, since the time of a dense network does not depend on its weights.
+**Time and peak RSS** of segmenting one CT-sized synthetic volume (512 × 512 × 100 voxels of
+0.8 × 0.8 × 2.5 mm, written as ``.nii.gz``), each run in a fresh process, in turns:
 
-* bundle: ``spleen_ct_segmentation`` ``configs/inference.json`` of the MONAI model zoo:
-  ``SlidingWindowInferer(roi_size=[96, 96, 96], sw_batch_size=4, overlap=0.5)``,
-  ``Spacingd(pixdim=[1.5, 1.5, 2.0])``, the same UNet (16..256 channels, 2 residual units,
-  batch norm). Its evaluator enables AMP, which only acts on CUDA.
-* course: :class:`CourseConfig` defaults (the real-data settings), read at run time.
+* ``course``: :func:`spleen_helpers.predict.predict_volume` (the fast path: the image read once
+  into a float32 tensor, cropped before the window, resampled once in float32; the probability
+  back on the image's grid in one resampling of the block around the spleen) with the course's
+  real-data settings (:class:`CourseConfig` defaults: 160³ window, overlap 0.25);
+* ``bundle``: the same path with the bundle's sliding-window settings and spacing (96³, overlap
+  0.5, 1.5 × 1.5 × 2.0 mm);
+* ``bundle pipeline``: the bundle's own inference (``spleen_ct_segmentation``
+  ``configs/inference.json``: its preprocessing, ``SlidingWindowInferer``, softmax, ``Invertd`` of
+  both channels onto the whole grid, argmax; :func:`benchmarks._worker.bundle_pipeline_mask`);
+* ``course, Invertd path``: the course's settings the tutorial's way (whole-volume ``Invertd``,
+  :func:`spleen_helpers.predict.invertd_mask`), i.e. how the course predicted before.
 
-Both use the course's preprocessing (the bundle's has no ``CropForegroundd``), so the
-comparison is of the sliding-window settings, which is what the course chooses.
+The network is the real UNet with seeded weights (its time does not depend on them), whose
+output is replaced by an organ-sized rule (:func:`benchmarks._worker.organ_sized`): an untrained
+network marks a fifth of the CT, which no trained one does.
 
-**Dice** at equal footing needs a trained model, which exists only at the synthetic scale: the
-synthetic model (``--model``, the one the course benchmark's notebook trained, or one trained
-here with :meth:`CourseConfig.synthetic`) segments the synthetic validation cases once with
-the course's synthetic inference settings and once with the bundle's rule (window = training
-patch, ``sw_batch_size`` 4, overlap 0.5). Dice is computed in the original image space.
+**Dice** needs a trained model, which exists only at the synthetic scale: the synthetic model
+(``--model``, the course benchmark's, or one trained here) segments the synthetic validation and
+test cases (1) with the course's synthetic settings on the fast path, (2) with the bundle's rule
+(window = training patch, ``sw_batch_size`` 4, overlap 0.5) and (3) the tutorial's way
+(``Invertd``), so that the fast path's masks are compared with the tutorial's: agreement (Dice of
+the two masks) and Dice against the labels, in the original image space.
 
 Example:
     >>> from benchmarks.common import Context
@@ -37,27 +40,36 @@ from typing import Any
 from .common import Context, Result, fmt, run_phase, verdict
 
 __all__ = ["NAME", "TITLE", "DESCRIPTION", "BUNDLE", "CT_SHAPE", "CT_SPACING", "DICE_TOLERANCE",
-           "TARGET_TIME_RATIO", "bundle_config", "ct_volume", "run"]
+           "FAST_PATH_TOLERANCE", "TARGET_TIME_RATIO", "VARIANTS", "bundle_config", "ct_volume", "run"]
 
 NAME = "inference"
 TITLE = "3. Inference: bundle defaults vs course defaults"
+#: The CT runs: name -> (settings, way through the code).
+VARIANTS = {"bundle": ("bundle", "fast"), "course": ("course", "fast"),
+            "bundle pipeline": ("bundle", "bundle"), "course, Invertd path": ("course", "invertd")}
 TARGET_TIME_RATIO = 0.5
 DICE_TOLERANCE = 0.02
+FAST_PATH_TOLERANCE = 0.005
 CT_SHAPE = (512, 512, 100)
 CT_SPACING = (0.8, 0.8, 2.5)
 #: MONAI model zoo, spleen_ct_segmentation/configs/inference.json: inferer and Spacingd.
 BUNDLE = {"roi_size": (96, 96, 96), "sw_batch_size": 4, "overlap": 0.5, "pixdim": (1.5, 1.5, 2.0)}
 DESCRIPTION = f"""
 Seconds and peak RSS of segmenting one CT-sized synthetic volume ({' × '.join(map(str, CT_SHAPE))}
-voxels of {' × '.join(map(str, CT_SPACING))} mm, `.nii.gz`) through the full `predict_volume` path
-(load, preprocessing, sliding window, `Invertd` to the original grid, argmax), each run in a
-fresh process, bundle / course / course / bundle. Bundle = MONAI model zoo
-`spleen_ct_segmentation` `inference.json`: roi 96³, sw_batch_size 4, overlap 0.5, pixdim
-1.5 × 1.5 × 2.0; course = `CourseConfig()` defaults. Same UNet and the course's preprocessing
-for both. Dice: a trained synthetic model on the synthetic validation cases with the course's
-synthetic inference settings vs the bundle's rule (window = training patch, sw_batch_size 4,
-overlap 0.5). Target: course time ≤ {TARGET_TIME_RATIO}× bundle time, Dice equal within
-{DICE_TOLERANCE}.
+voxels of {' × '.join(map(str, CT_SPACING))} mm, `.nii.gz`), each run in a fresh process, in turns:
+**course** = `predict_volume` (read once into float32, crop before the window, one float32
+resampling; the probability back on the image's grid in one resampling of the block around the
+spleen) with `CourseConfig()` (160³ window, overlap 0.25); **bundle** = the same path with the
+bundle's settings (roi 96³, sw_batch_size 4, overlap 0.5, pixdim 1.5 × 1.5 × 2.0); **bundle
+pipeline** = the bundle's own `inference.json` (its preprocessing, sliding window, softmax,
+`Invertd` of both channels onto the whole grid, argmax); **course, Invertd path** = the course's
+settings the tutorial's way (whole-volume `Invertd`, how the course predicted before). The
+network is the real UNet (seeded), its output replaced by an organ-sized rule (an untrained
+network marks a fifth of the CT). Dice: a trained synthetic model on the synthetic validation and
+test cases with the course's synthetic settings (fast path), the bundle's rule (window = training
+patch, sw_batch_size 4, overlap 0.5) and the tutorial's Invertd path. Targets: course time ≤
+{TARGET_TIME_RATIO}× bundle time, Dice equal within {DICE_TOLERANCE}; the fast path's Dice within
+{FAST_PATH_TOLERANCE} of the Invertd path's.
 """
 
 
@@ -104,53 +116,64 @@ def real_configs(ctx: Context) -> dict[str, Any]:
 
 
 def ct_phases(ctx: Context, repeats: int) -> dict[str, list[Any]]:
-    """Fresh-process inference runs of the CT volume per setting, in the order b, c, c, b, ...
-
-    Cached in the context, so the memory benchmark reuses them.
+    """Fresh-process inference runs of the CT volume per variant (:data:`VARIANTS`), in turns,
+    the order reversed every other round. Cached in the context, so the memory benchmark reuses them.
     """
     key = f"ct_phases_{repeats}"
     if key not in ctx.artifacts:
         image = ct_volume(ctx)
         cfgs = real_configs(ctx)
-        order = (["bundle", "course", "course", "bundle"] * repeats)[: 2 * repeats]
-        runs: dict[str, list[Any]] = {"bundle": [], "course": []}
-        for name in order:
-            phase = run_phase(ctx, "infer", {"image": str(image), "cfg": cfgs[name].to_dict(), "seed": 0})
-            ctx.log(f"  CT volume, {name} settings: {phase['seconds']:.1f} s, peak RSS {phase.peak_rss_mb:.0f} MiB")
-            runs[name].append(phase)
+        names = list(VARIANTS)
+        runs: dict[str, list[Any]] = {name: [] for name in names}
+        for round_ in range(repeats):
+            for name in (names if round_ % 2 == 0 else names[::-1]):
+                settings, way = VARIANTS[name]
+                phase = run_phase(ctx, "infer", {"image": str(image), "cfg": cfgs[settings].to_dict(), "seed": 0,
+                                                 "path": way, "organ_sized": True})
+                ctx.log(f"  CT volume, {name}: {phase['seconds']:.2f} s, peak RSS {phase.peak_rss_mb:.0f} MiB")
+                runs[name].append(phase)
         ctx.artifacts[key] = runs
     return ctx.artifacts[key]
 
 
-def _dice(ctx: Context) -> dict[str, dict[str, float]]:
-    """Mean Dice and seconds per setting on the synthetic validation cases, one trained model."""
+def _dice(ctx: Context) -> dict[str, Any]:
+    """Mean Dice per way on the synthetic validation and test cases, one trained model; the fast
+    path's masks against the tutorial's (Invertd) masks."""
     import nibabel as nib
     import numpy as np
 
-    from spleen_helpers.data import load_datalist, split_datalist
-    from spleen_helpers.evaluate import case_metrics
-    from spleen_helpers.predict import predict_volume
-    from spleen_helpers.model import resolve_device
     from spleen_helpers.checkpoint import load_model
+    from spleen_helpers.data import load_datalist, load_test_cases, split_datalist
+    from spleen_helpers.evaluate import case_metrics
+    from spleen_helpers.model import resolve_device
+    from spleen_helpers.predict import invertd_mask, predict_volume
 
     model_path = ctx.trained_model()
     model, cfg = load_model(model_path, device=resolve_device("auto"))
     device = next(model.parameters()).device
-    _, val_files = split_datalist(load_datalist(ctx.data_dir()), cfg)
-    settings = {"course": cfg, "bundle": bundle_rule_config(cfg)}
-    out: dict[str, dict[str, Any]] = {k: {"dice": [], "seconds": 0.0, "cfg": c} for k, c in settings.items()}
-    for case in val_files:
+    data_dir = ctx.data_dir()
+    cases = split_datalist(load_datalist(data_dir), cfg)[1] + list(load_test_cases(data_dir))
+    ways = {"course": lambda c: predict_volume(model, c, cfg, device)[0],
+            "bundle": lambda c: predict_volume(model, c, bundle_rule_config(cfg), device)[0],
+            "invertd": lambda c: invertd_mask(model, c, cfg, device)}
+    out: dict[str, Any] = {k: {"dice": [], "seconds": 0.0} for k in ways}
+    agreement = []
+    for case in cases:
         ref_img = nib.load(case["label"])
         ref = np.asanyarray(ref_img.dataobj)
         spacing = tuple(float(s) for s in nib.affines.voxel_sizes(ref_img.affine))
-        for name, c in settings.items():
+        masks = {}
+        for name, way in ways.items():
             t0 = time.perf_counter()
-            mask, _ = predict_volume(model, case["image"], c, device)
+            masks[name] = way(case["image"])
             out[name]["seconds"] += time.perf_counter() - t0
-            out[name]["dice"].append(case_metrics(mask, ref, spacing).dice)
+            out[name]["dice"].append(case_metrics(masks[name], ref, spacing).dice)
+        a, b = masks["course"] > 0, masks["invertd"] > 0
+        agreement.append(2.0 * (a & b).sum() / max(1, a.sum() + b.sum()))
     for v in out.values():
         v["mean"] = float(np.mean(v["dice"]))
-    out["_meta"] = {"model": str(model_path), "cases": len(val_files)}
+    out["_meta"] = {"model": str(model_path), "cases": len(cases), "agreement": float(min(agreement)),
+                    "cfg": {"course": cfg, "bundle": bundle_rule_config(cfg)}}
     return out
 
 
@@ -161,38 +184,55 @@ def _describe(cfg: Any) -> str:
 
 
 def run(ctx: Context) -> Result:
-    """Time and peak RSS on the CT volume per setting; Dice of both settings on synthetic cases."""
+    """Time and peak RSS on the CT volume per variant; Dice of the ways on synthetic cases."""
     repeats = 1 if ctx.quick else 2
     cfgs = real_configs(ctx)
     runs = ct_phases(ctx, repeats)
     dice = _dice(ctx)
     mean_s = {k: sum(p["seconds"] for p in v) / len(v) for k, v in runs.items()}
     ratio = mean_s["course"] / mean_s["bundle"]
-    d_course, d_bundle = dice["course"]["mean"], dice["bundle"]["mean"]
+    ratio_pipeline = mean_s["course"] / mean_s["bundle pipeline"]
+    d_course, d_bundle, d_invertd = (dice[k]["mean"] for k in ("course", "bundle", "invertd"))
     equal = abs(d_course - d_bundle) <= DICE_TOLERANCE
-    met = ratio <= TARGET_TIME_RATIO and equal
-    result = Result(columns=["settings", "parameters", "CT seconds (runs)", "CT peak RSS MiB",
-                             "synthetic val Dice", "synthetic parameters", "synthetic seconds",
-                             "time ratio course/bundle", "target"], key_columns=("settings",))
-    for name in ("bundle", "course"):
+    fast_equal = abs(d_course - d_invertd) <= FAST_PATH_TOLERANCE
+    result = Result(columns=["variant", "parameters", "CT seconds (runs)", "CT peak RSS MiB", "CT mask voxels",
+                             "time ratio course/this", "synthetic Dice", "synthetic parameters", "target"],
+                    key_columns=("variant",))
+    synthetic = {"course": ("course", d_course), "bundle": ("bundle", d_bundle),
+                 "course, Invertd path": ("course", d_invertd)}
+    for name, (settings, way) in VARIANTS.items():
         p = runs[name]
-        result.add(settings=name, parameters=_describe(cfgs[name]), **{
-            "CT seconds (runs)": f"{fmt(mean_s[name])} ({', '.join(fmt(r['seconds']) for r in p)})",
+        target = ""
+        if name == "bundle":
+            target = verdict(f"course ≤ {TARGET_TIME_RATIO}x and Dice within {DICE_TOLERANCE}",
+                             ratio <= TARGET_TIME_RATIO and equal, ctx.quick)
+        elif name == "bundle pipeline":
+            target = verdict(f"course ≤ {TARGET_TIME_RATIO}x", ratio_pipeline <= TARGET_TIME_RATIO, ctx.quick)
+        elif name == "course, Invertd path":
+            target = verdict(f"fast path's Dice within {FAST_PATH_TOLERANCE}", fast_equal, ctx.quick)
+        syn = synthetic.get(name)
+        result.add(variant=name, parameters=_describe(cfgs[settings]), **{
+            "CT seconds (runs)": f"{fmt(mean_s[name], 2)} ({', '.join(fmt(r['seconds'], 2) for r in p)})",
             "CT peak RSS MiB": fmt(max(r.peak_rss_mb for r in p), 0),
-            "synthetic val Dice": fmt(dice[name]["mean"], 4),
-            "synthetic parameters": _describe(dice[name]["cfg"]),
-            "synthetic seconds": fmt(dice[name]["seconds"], 1),
-            "time ratio course/bundle": fmt(ratio, 3) if name == "course" else "1",
-            "target": verdict(f"≤ {TARGET_TIME_RATIO} and Dice within {DICE_TOLERANCE}", met, ctx.quick)
-            if name == "course" else ""})
+            "CT mask voxels": str(p[0]["mask_voxels"]),
+            "time ratio course/this": fmt(mean_s["course"] / mean_s[name], 3),
+            "synthetic Dice": fmt(syn[1], 4) if syn else "",
+            "synthetic parameters": _describe(dice["_meta"]["cfg"][syn[0]]) if syn else "",
+            "target": target})
     shape = runs["course"][0]["shape"]
-    result.notes.append(f"CT volume {'x'.join(map(str, shape))} voxels; course settings take "
-                        f"{ratio:.2f}x the bundle's time ({mean_s['course']:.1f} s vs {mean_s['bundle']:.1f} s, "
-                        f"mean of {repeats} fresh-process run(s) each) on {runs['course'][0]['device']}")
-    result.notes.append(f"Dice on {dice['_meta']['cases']} synthetic validation case(s): course {d_course:.4f}, "
-                        f"bundle rule {d_bundle:.4f} (difference {d_course - d_bundle:+.4f}, tolerance "
-                        f"{DICE_TOLERANCE}: {'equal' if equal else 'NOT equal'}); model {Path(dice['_meta']['model']).name}")
+    result.notes.append(f"CT volume {'x'.join(map(str, shape))} voxels on {runs['course'][0]['device']}: the course "
+                        f"takes {ratio:.2f}x the time of the bundle's settings on the same path and "
+                        f"{ratio_pipeline:.2f}x that of the bundle's own pipeline ({mean_s['course']:.2f} s vs "
+                        f"{mean_s['bundle']:.2f} s and {mean_s['bundle pipeline']:.2f} s; the course's settings the "
+                        f"Invertd way: {mean_s['course, Invertd path']:.2f} s), mean of {repeats} fresh-process "
+                        "run(s) each")
+    result.notes.append(f"Dice on {dice['_meta']['cases']} synthetic validation and test case(s): fast path "
+                        f"{d_course:.4f}, bundle rule {d_bundle:.4f} (difference {d_course - d_bundle:+.4f}, tolerance "
+                        f"{DICE_TOLERANCE}: {'equal' if equal else 'NOT equal'}), Invertd path {d_invertd:.4f} "
+                        f"(difference {d_course - d_invertd:+.4f}); fast-path and Invertd masks agree with Dice "
+                        f"≥ {dice['_meta']['agreement']:.4f} on every case; model {Path(dice['_meta']['model']).name}")
     if ctx.quick:
         result.notes.append("quick smoke: a small volume, a tiny network and a one-epoch model")
-    result.data.update(mean_seconds=mean_s, ratio=ratio, dice={k: dice[k]["mean"] for k in ("course", "bundle")})
+    result.data.update(mean_seconds=mean_s, ratio=ratio, ratio_pipeline=ratio_pipeline,
+                       dice={k: dice[k]["mean"] for k in ("course", "bundle", "invertd")})
     return result

@@ -116,7 +116,7 @@ def template(modules: Sequence[ModuleType]) -> str:
         "```",
         "make bench                                  # all benchmarks, rows into BENCHMARKS.md",
         "python -m benchmarks                        # the same, in the course's environment",
-        "python -m benchmarks --only efficiency      # one benchmark (course, efficiency, inference, memory, gpu)",
+        "python -m benchmarks --only efficiency      # one benchmark (course, efficiency, inference, memory, gpu, viewer, phantom, ddp)",
         "python -m benchmarks --model runs/course/best_metric_model.pth   # reuse a trained synthetic model",
         "python -m benchmarks --quick                # the seconds-long smoke CI runs (scratch file)",
         "python -m benchmarks.gpu_recipe --output BENCHMARKS.md          # GPU recipe (needs CUDA)",

@@ -10,7 +10,8 @@ it, never a tool):
 * the network: ``transforms`` (``inspect_transforms``), ``model`` (``inspect_model``),
   ``checkpoint``, ``history``;
 * the work: ``pretrained`` (MONAI's pretrained spleen bundle), ``train`` (and the choice of
-  weights), ``predict``, ``evaluate`` (which uses ``predict``, never ``train``), ``viz``;
+  weights), ``distributed`` (training with several processes: ``--nproc``, torchrun),
+  ``predict``, ``evaluate`` (which uses ``predict``, never ``train``), ``viz``;
 * ``compare``: proofs that the notebooks' hand-written code equals the package's.
 
 ``spleen_helpers.tools`` sits on top: the ``spleen-course`` command (``cli``), the papermill

@@ -58,6 +58,32 @@ class TrainingHistory:
         return False
 
     @property
+    def validated(self) -> bool:
+        """True once a validation was recorded (before that, ``best_metric`` is the loop's -1)."""
+        return self.best_metric_epoch >= 1
+
+    def describe_best(self) -> str:
+        """``"best val Dice 0.9512 at epoch 75"``, or ``"no validation yet"``.
+
+        >>> TrainingHistory().describe_best()
+        'no validation yet'
+        """
+        if not self.validated:
+            return "no validation yet"
+        return f"best val Dice {self.best_metric:.4f} at epoch {self.best_metric_epoch}"
+
+    def describe_last(self, prefix: str = "") -> str:
+        """``prefix + "val Dice 0.9412 (epoch 80)"`` for the last validation; ``""`` before one.
+
+        >>> h = TrainingHistory(); h.record_validation(5, 0.5); h.describe_last(", ")
+        True
+        ', val Dice 0.5000 (epoch 5)'
+        """
+        if not self.val_dice:
+            return ""
+        return f"{prefix}val Dice {self.val_dice[-1]:.4f} (epoch {self.val_epochs[-1]})"
+
+    @property
     def wall_seconds(self) -> float:
         return float(sum(self.epoch_seconds))
 
@@ -66,11 +92,20 @@ class TrainingHistory:
         return self.epochs[-1] if self.epochs else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain data; before the first validation the best Dice and epoch are ``None``, not -1."""
+        values = asdict(self)
+        if not self.validated:
+            values.update(best_metric=None, best_metric_epoch=None)
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainingHistory":
-        return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
+        """Inverse of :meth:`to_dict`; accepts the -1 of older files as well as ``None``."""
+        known = {k: values[k] for k in cls.__dataclass_fields__ if k in values}
+        for name, unset in (("best_metric", -1.0), ("best_metric_epoch", -1)):
+            if known.get(name, unset) is None:
+                known[name] = unset
+        return cls(**known)
 
     def save(self, run_dir: str | os.PathLike) -> None:
         """Write ``history.json`` and ``history.csv`` (one row per epoch) atomically."""

@@ -27,7 +27,7 @@ Example:
     >>> from spleen_helpers.synthetic import write_synthetic_dataset
     >>> from spleen_helpers.transforms import preprocessing_steps
     >>> case = load_datalist(write_synthetic_dataset(tempfile.mkdtemp(), num_cases=1))[0]
-    >>> steps = apply_step_by_step(case, preprocessing_steps(CourseConfig.synthetic()))
+    >>> steps = apply_step_by_step(case, preprocessing_steps(CourseConfig.synthetic(pixdim=(4.0, 4.0, 4.0))))
     >>> [s.axcodes for s in steps][3:5]
     ['LPS', 'RAS']
     >>> steps[-1].spacing

@@ -18,8 +18,8 @@ from monai.networks.nets import UNet
 from .config import CourseConfig
 from .errors import ConfigError
 
-__all__ = ["build_unet", "build_loss", "build_optimizer", "build_dice_metric", "count_parameters",
-           "infer_logits", "resolve_device"]
+__all__ = ["build_unet", "build_loss", "build_optimizer", "build_scheduler", "build_dice_metric",
+           "count_parameters", "infer_logits", "resolve_device"]
 
 _NORMS = {"batch": Norm.BATCH, "instance": Norm.INSTANCE}  # the names CourseConfig accepts
 
@@ -43,6 +43,21 @@ def build_loss(cfg: CourseConfig | None = None) -> DiceLoss | DiceCELoss:
 def build_optimizer(model: torch.nn.Module, cfg: CourseConfig) -> torch.optim.Adam:
     """Adam with the configured learning rate (tutorial: 1e-4)."""
     return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: CourseConfig) -> torch.optim.lr_scheduler.ExponentialLR:
+    """The learning rate times ``cfg.lr_decay`` after every epoch (``scheduler.step()`` once per epoch).
+
+    With ``lr_decay = 1`` (the tutorial's) the rate stays constant. The factor per epoch does
+    not depend on the number of epochs, so a run stopped and resumed follows the same rates.
+
+    >>> import torch
+    >>> opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    >>> sched = build_scheduler(opt, CourseConfig(lr_decay=0.5)); sched.step()
+    >>> opt.param_groups[0]["lr"]
+    0.0005
+    """
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
 
 
 def build_dice_metric() -> DiceMetric:

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -30,7 +31,8 @@ from typing import Any
 
 import monai
 import torch
-from monai.data import CacheDataset, DataLoader, ThreadDataLoader, decollate_batch
+import torch.distributed as dist
+from monai.data import CacheDataset, DataLoader, ThreadDataLoader, decollate_batch, partition_dataset
 from monai.transforms import AsDiscrete
 from monai.utils import set_determinism
 from tqdm.auto import tqdm
@@ -42,12 +44,14 @@ from .data import load_datalist, split_datalist, validate_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .fileio import write_json_atomic
 from .history import TrainingHistory, plot_learning_curves
-from .model import build_dice_metric, build_loss, build_optimizer, build_unet, infer_logits, resolve_device
+from .model import (build_dice_metric, build_loss, build_optimizer, build_scheduler, build_unet, infer_logits,
+                    resolve_device)
 from .pretrained import BUNDLE_NAME, default_bundle_root, find_pretrained, load_model_or_bundle
 from .transforms import train_transforms, val_transforms
 
 __all__ = ["ModelChoice", "TrainResult", "train", "build_loaders", "choose_model", "find_or_train_model",
-           "make_train_step", "validate_dice", "training_state", "restore_training_state"]
+           "make_train_step", "process_group", "steps_per_epoch", "validate_dice", "training_state",
+           "restore_training_state"]
 
 
 @dataclass
@@ -76,13 +80,50 @@ class TrainResult:
         return RunLayout(self.run_dir).best_model
 
 
+def process_group() -> tuple[int, int]:
+    """``(rank, world size)`` of this process in ``torch.distributed``; ``(0, 1)`` outside it.
+
+    >>> process_group()
+    (0, 1)
+    """
+    if _distributed():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def steps_per_epoch(num_train_cases: int, cfg: CourseConfig, world_size: int = 1) -> int:
+    """Optimiser steps per epoch: every process takes this many, each on ``cfg.batch_size`` volumes.
+
+    With ``world_size`` processes each trains on its own ``ceil(cases / world_size)`` cases
+    (MONAI's ``partition_dataset``, padded so that all have as many), and the gradients of
+    their batches are averaged at each step: one step sees ``world_size * batch_size`` volumes.
+
+    >>> cfg = CourseConfig.synthetic()
+    >>> steps_per_epoch(8, cfg), steps_per_epoch(8, cfg, world_size=2), steps_per_epoch(9, cfg, 2)
+    (4, 2, 3)
+    """
+    per_process = math.ceil(num_train_cases / max(1, world_size))
+    return math.ceil(per_process / cfg.batch_size)
+
+
 def build_loaders(train_files: list[dict], val_files: list[dict], cfg: CourseConfig,
-                  progress: bool = False) -> tuple[Any, Any, Any]:
+                  progress: bool = False, rank: int = 0, world_size: int = 1) -> tuple[Any, Any, Any]:
     """CacheDatasets and loaders for training and validation; returns (train_loader, val_loader, train_tf).
 
     ``cfg.loader`` picks MONAI's ``ThreadDataLoader`` (no worker processes; fastest for cached
-    data on few cores) or ``DataLoader`` with ``cfg.num_workers`` processes.
+    data on few cores) or ``DataLoader`` with ``cfg.num_workers`` processes. With
+    ``world_size > 1`` (distributed training) this process caches and loads only its own
+    part of the cases (``partition_dataset``: training cases shuffled once with ``cfg.seed``
+    and padded to equal parts, so that every process takes the same number of steps;
+    validation cases split without repeats, so that the gathered mean counts each once).
     """
+    if world_size > 1:
+        if len(val_files) < world_size:   # a process without a case would leave the others waiting
+            raise ConfigError(None, f"{len(val_files)} validation case(s) for {world_size} processes: each "
+                                    "process needs at least one (raise val_count or use fewer processes)")
+        train_files = partition_dataset(train_files, num_partitions=world_size, shuffle=True, seed=cfg.seed,
+                                        even_divisible=True)[rank]
+        val_files = partition_dataset(val_files, num_partitions=world_size, shuffle=False)[rank]
     train_tf = train_transforms(cfg)
     cache_workers = max(1, min(cfg.num_workers, os.cpu_count() or 1))
     train_ds = CacheDataset(train_files, train_tf, cache_rate=cfg.cache_rate,
@@ -124,32 +165,60 @@ def validate_dice(model: torch.nn.Module, loader: Any, cfg: CourseConfig, device
     """Mean Dice over the validation volumes (sliding window, argmax, spleen channel).
 
     Post-processing runs where the labels are (CPU for the course's loaders, the GPU when the
-    data are cached there), so nothing is copied back and forth.
+    data are cached there), so nothing is copied back and forth. In distributed training
+    every process scores its own cases and ``DiceMetric`` (a MONAI ``Cumulative``) gathers the
+    per-case values of all processes, so each returns the mean over all validation cases.
     """
     metric = build_dice_metric()
     post_pred = AsDiscrete(argmax=True, to_onehot=2)
     post_label = AsDiscrete(to_onehot=2)
     model.eval()
-    with torch.no_grad():
+    # Every DataLoader iterator draws its seed from torch's global generator: validating inside
+    # fork_rng leaves the training's random stream exactly where it was, so a validation more
+    # or less (the one after the last epoch, a resumed run) never changes what training does.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
         for batch in loader:
             labels = batch["label"]
             logits = infer_logits(model, batch["image"], cfg, device).float().to(labels.device)
             preds = [post_pred(p) for p in decollate_batch(logits)]
             metric(y_pred=preds, y=[post_label(lab) for lab in decollate_batch(labels)])
-    value = float(metric.aggregate().item())
+    value = float(metric.aggregate().item())   # in a process group, MONAI gathers every process's cases
     metric.reset()
     return value
 
 
+def _distributed() -> bool:
+    """True inside an initialised ``torch.distributed`` process group (of any size)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def _every(seconds: float) -> Callable[[], bool]:
+    """A clock that answers True at most once per ``seconds`` (the first time, always)."""
+    last = [-math.inf]
+
+    def due() -> bool:
+        now = time.monotonic()
+        if now - last[0] < seconds:
+            return False
+        last[0] = now
+        return True
+
+    return due
+
+
 def training_state(epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                    scaler: torch.amp.GradScaler, history: TrainingHistory, train_tf: Any,
-                   cfg: CourseConfig) -> dict[str, Any]:
+                   cfg: CourseConfig, scheduler: Any = None,
+                   rng_states: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """What ``checkpoint.pt`` holds after ``epoch``: everything an exact resume needs.
 
     MONAI's tutorial keys (``model_state_dict``, ``optimizer_state_dict``, ``train_loss``,
     ``val_dice``, ``best_metric``, ``best_metric_epoch``), the mixed-precision ``GradScaler``
-    state (its loss scale and growth tracker; empty without AMP), the history, every random
-    state (:func:`~spleen_helpers.checkpoint.capture_rng_state`), the configuration and versions.
+    state (its loss scale and growth tracker; empty without AMP), the learning-rate
+    scheduler's state, the history, every random state
+    (:func:`~spleen_helpers.checkpoint.capture_rng_state`; in distributed training
+    ``rng_states`` holds every process's, and ``world_size`` how many there were), the
+    configuration and versions.
 
     >>> import torch
     >>> from spleen_helpers.config import CourseConfig
@@ -158,21 +227,25 @@ def training_state(epoch: int, model: torch.nn.Module, optimizer: torch.optim.Op
     >>> net = build_unet(cfg)
     >>> state = training_state(3, net, build_optimizer(net, cfg), torch.amp.GradScaler("cpu", enabled=False),
     ...                        TrainingHistory(), None, cfg)
-    >>> state["epoch"], state["scaler_state_dict"]
-    (3, {})
+    >>> state["epoch"], state["scaler_state_dict"], state["world_size"]
+    (3, {}, 1)
     """
+    states = rng_states if rng_states is not None else [capture_rng_state(train_tf)]
     return {
         "format_version": FORMAT_VERSION,
         "epoch": int(epoch),
         "model_state_dict": model.state_dict(),
         "optimizer_state_dict": optimizer.state_dict(),
         "scaler_state_dict": scaler.state_dict(),
+        "scheduler_state_dict": {} if scheduler is None else scheduler.state_dict(),
         "train_loss": list(history.train_loss),
         "val_dice": list(history.val_dice),
         "best_metric": history.best_metric,
         "best_metric_epoch": history.best_metric_epoch,
         "history": history.to_dict(),
-        "rng_state": capture_rng_state(train_tf),
+        "rng_state": states[0],
+        "world_size": len(states),
+        **({"rng_states": states} if len(states) > 1 else {}),
         "config": cfg.to_dict(),
         "model_signature": cfg.model_signature(),
         "versions": {"torch": str(torch.__version__), "monai": str(monai.__version__)},
@@ -180,11 +253,13 @@ def training_state(epoch: int, model: torch.nn.Module, optimizer: torch.optim.Op
 
 
 def restore_training_state(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                           scaler: torch.amp.GradScaler, train_tf: Any) -> tuple[TrainingHistory, int]:
+                           scaler: torch.amp.GradScaler, train_tf: Any, scheduler: Any = None,
+                           rank: int = 0) -> tuple[TrainingHistory, int]:
     """Load a :func:`training_state` back into fresh objects; return (history, last completed epoch).
 
     The ``GradScaler`` state is restored when both the checkpoint and this run use mixed
-    precision; a run that switches AMP on or off at resume starts from a fresh scaler.
+    precision; a run that switches AMP on or off at resume starts from a fresh scaler. In
+    distributed training each process takes the random states of its ``rank``.
 
     >>> import torch
     >>> from spleen_helpers.config import CourseConfig
@@ -200,8 +275,50 @@ def restore_training_state(state: dict[str, Any], model: torch.nn.Module, optimi
     optimizer.load_state_dict(state["optimizer_state_dict"])
     if scaler.is_enabled() and state.get("scaler_state_dict"):
         scaler.load_state_dict(state["scaler_state_dict"])
-    restore_rng_state(state["rng_state"], train_tf)
+    if scheduler is not None and state.get("scheduler_state_dict"):
+        scheduler.load_state_dict(state["scheduler_state_dict"])
+    restore_rng_state(state["rng_states"][rank] if "rng_states" in state else state["rng_state"], train_tf)
     return TrainingHistory.from_dict(state["history"]), int(state["epoch"])
+
+
+def _sum_over_processes(values: list[float], device: torch.device) -> list[float]:
+    """``values`` added up over all processes (float64; on the GPU for NCCL)."""
+    total = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.tolist()
+
+
+def _process_device(cfg: CourseConfig, world: int) -> torch.device:
+    """The device of this process: ``cfg.device``, or in distributed training the GPU of its local rank."""
+    device = resolve_device(cfg.device)
+    if _distributed() and device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise ConfigError(None, f"process {local} of this machine has no GPU: "
+                                    f"{torch.cuda.device_count()} CUDA device(s) for {world} processes")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    return device
+
+
+def _checkpoint_state(state_path: Path, resume: bool, overwrite: bool, cfg: CourseConfig,
+                      world: int, device: torch.device, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None: a new run); a one-line error where there is none to use."""
+    if resume and state_path.exists():
+        state = load_checkpoint(state_path, map_location=device)
+        check_model_signature(state.get("model_signature", {}), cfg, state_path)
+        written_by = int(state.get("world_size", 1))
+        if written_by != world:
+            raise CheckpointError(state_path, f"was written by a run of {written_by} process(es), this one "
+                                              f"has {world}: resume it with --nproc {written_by} for an "
+                                              "exact continuation")
+        return state
+    if state_path.exists() and not overwrite:
+        raise ConfigError(state_path, "a run already exists here; resume it (resume=True / --resume), "
+                                      "or choose another run directory, or overwrite=True")
+    if resume:
+        log(f"no checkpoint in {state_path.parent}: starting a new run")
+    return None
 
 
 def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseConfig | None = None, *,
@@ -213,82 +330,116 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
     ``overrides`` replace single settings (``max_epochs=10``). With ``resume=True`` training
     continues from ``run_dir/checkpoint.pt`` up to ``cfg.max_epochs`` (raise it to extend a
     finished run). Without it, an existing run is an error unless ``overwrite=True``.
+
+    Validation runs every ``cfg.val_interval`` epochs and after the last epoch, so every
+    finished run has a best model. ``progress`` shows one bar (epochs, current loss, last
+    validation Dice) instead of a log line per epoch; the per-epoch record is ``history.csv``.
+
+    Called in every process of a ``torch.distributed`` process group (``spleen-course train
+    --nproc N``, or ``torchrun`` with :mod:`spleen_helpers.distributed`), it trains with
+    ``DistributedDataParallel``: each process its own part of the cases, validation gathered
+    over all of them; only rank 0 logs and writes files, and the checkpoint holds the random
+    states of every process, so a resumed run (with as many processes) continues exactly.
     """
     run_dir = Path(run_dir)
     layout = RunLayout(run_dir)
     cfg = (cfg or config_for(data_dir))
     if overrides:
         cfg = cfg.replace(**overrides)
-    device = resolve_device(cfg.device)
+    rank, world = process_group()
+    main = rank == 0
+    say = log if main else (lambda _line: None)
+    distributed = _distributed()
+    device = _process_device(cfg, world)
     if cfg.amp and device.type != "cuda":
         raise ConfigError(None, f"amp (mixed precision) needs a CUDA device, but this run is on "
                                 f"{device.type}: leave amp off (no --amp) or use --device cuda")
     ckpt_path = layout.checkpoint
-    state: dict[str, Any] | None = None
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=device)
-        check_model_signature(state.get("model_signature", {}), cfg, ckpt_path)
-    elif ckpt_path.exists() and not overwrite:
-        raise ConfigError(ckpt_path, "a run already exists here; resume it (resume=True / --resume), "
-                                     "or choose another run directory, or overwrite=True")
-    elif resume:
-        log(f"no checkpoint in {run_dir}: starting a new run")
+    state = _checkpoint_state(ckpt_path, resume, overwrite, cfg, world, device, say)
 
     validate_dataset(data_dir, check_all=True)
     train_files, val_files = split_datalist(load_datalist(data_dir), cfg)
-    set_determinism(seed=cfg.seed)
-    train_loader, val_loader, train_tf = build_loaders(train_files, val_files, cfg, progress=False)
-    model = build_unet(cfg).to(device)
-    optimizer = build_optimizer(model, cfg)
+    set_determinism(seed=cfg.seed + rank)  # rank 0's weights reach every process (DDP broadcasts them)
+    train_loader, val_loader, train_tf = build_loaders(train_files, val_files, cfg, progress=False,
+                                                       rank=rank, world_size=world)
+    net = build_unet(cfg).to(device)
+    model: torch.nn.Module = net
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = build_optimizer(net, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp)
     loss_fn = build_loss(cfg)
     step = make_train_step(model, optimizer, loss_fn, scaler, device, cfg.amp)
     history = TrainingHistory()
     start_epoch = 1
     if state is not None:
-        history, last_epoch = restore_training_state(state, model, optimizer, scaler, train_tf)
+        history, last_epoch = restore_training_state(state, net, optimizer, scaler, train_tf, scheduler, rank)
         start_epoch = last_epoch + 1
-        log(f"resumed from {ckpt_path} at epoch {last_epoch} "
-            f"(best Dice {history.best_metric:.4f} at epoch {history.best_metric_epoch})")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(cfg.to_dict() | {"data_dir": str(Path(data_dir).resolve())}, layout.config_json)
-    log(f"training on {device} ({len(train_files)} train / {len(val_files)} val cases), "
-        f"epochs {start_epoch}..{cfg.max_epochs}, run dir {run_dir}")
+        say(f"resumed from {ckpt_path} at epoch {last_epoch} ({history.describe_best()})")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(cfg.to_dict() | {"data_dir": str(Path(data_dir).resolve()), "world_size": world},
+                          layout.config_json)
+    processes = f", {world} process{'es' if world > 1 else ''} ({dist.get_backend()})" if distributed else ""
+    say(f"training on {device}{processes} ({len(train_files)} train / {len(val_files)} val cases, "
+        f"{len(train_loader)} steps per epoch), epochs {start_epoch}..{cfg.max_epochs}, run dir {run_dir}")
 
-    for epoch in range(start_epoch, cfg.max_epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        epoch_loss, steps = 0.0, 0
-        # The bar is fed by hand, never given the loader: tqdm.auto's async variant calls iter()
-        # on what it wraps, and each DataLoader iterator draws a seed from torch's generator, so
-        # a wrapped loader would train differently with and without progress bars.
-        with tqdm(total=len(train_loader), desc=f"epoch {epoch}/{cfg.max_epochs}", leave=False,
-                  disable=not progress) as bar:
+    # One bar for the whole run, fed by hand and never given the loader: tqdm.auto's async
+    # variant calls iter() on what it wraps, and each DataLoader iterator draws a seed from
+    # torch's generator, so a wrapped loader would train differently with and without bars.
+    with tqdm(total=cfg.max_epochs, initial=start_epoch - 1, desc="training", unit="epoch",
+              disable=not (progress and main)) as bar:
+        bar_due = _every(1.0)
+        for epoch in range(start_epoch, cfg.max_epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            epoch_loss, steps = 0.0, 0
             for batch in train_loader:
                 loss = step(batch)
                 epoch_loss += loss
                 steps += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}")
-        epoch_loss /= max(steps, 1)
-        message = f"epoch {epoch}/{cfg.max_epochs} loss {epoch_loss:.4f}"
-        if epoch % cfg.val_interval == 0:
-            dice = validate_dice(model, val_loader, cfg, device)
-            improved = history.record_validation(epoch, dice)
-            message += f" val Dice {dice:.4f}"
-            if improved:
-                save_checkpoint({"model_state_dict": model.state_dict(), "config": cfg.to_dict(),
-                                 "epoch": epoch, "best_metric": dice}, layout.best_model)
-                message += " (new best, saved)"
-        history.record_epoch(epoch, epoch_loss, time.perf_counter() - t0)
-        save_checkpoint(training_state(epoch, model, optimizer, scaler, history, train_tf, cfg), ckpt_path)
-        history.save(run_dir)
-        if epoch % cfg.val_interval == 0 or epoch == cfg.max_epochs:  # the plot changes little in between
-            plot_learning_curves(history, layout.learning_curves)
-        log(message)
+                if bar_due():  # the current loss, about once a second (a long epoch shows its steps)
+                    bar.set_postfix_str(f"epoch {epoch} step {steps}/{len(train_loader)} loss {loss:.4f}"
+                                        f"{history.describe_last(', ')}")
+            if distributed:  # the mean loss of all processes' steps
+                epoch_loss, steps = _sum_over_processes([epoch_loss, steps], device)
+            epoch_loss /= max(steps, 1)
+            scheduler.step()
+            message = f"epoch {epoch}/{cfg.max_epochs} loss {epoch_loss:.4f}"
+            if epoch % cfg.val_interval == 0 or epoch == cfg.max_epochs:
+                if distributed:  # every process validates the network rank 0 saves
+                    for buffer in net.buffers():
+                        dist.broadcast(buffer, src=0)
+                dice = validate_dice(net, val_loader, cfg, device)
+                improved = history.record_validation(epoch, dice)
+                message += f" val Dice {dice:.4f}"
+                if improved and main:
+                    save_checkpoint({"model_state_dict": net.state_dict(), "config": cfg.to_dict(),
+                                     "epoch": epoch, "best_metric": dice}, layout.best_model)
+                    message += " (new best, saved)"
+            history.record_epoch(epoch, epoch_loss, time.perf_counter() - t0)
+            rng_states: list[Any] = [capture_rng_state(train_tf)]
+            if distributed:
+                gathered: list[Any] = [None] * world
+                dist.all_gather_object(gathered, rng_states[0])
+                rng_states = gathered
+            if main:
+                save_checkpoint(training_state(epoch, net, optimizer, scaler, history, train_tf, cfg, scheduler,
+                                               rng_states), ckpt_path)
+                history.save(run_dir)
+                if epoch % cfg.val_interval == 0 or epoch == cfg.max_epochs:  # the plot changes little in between
+                    plot_learning_curves(history, layout.learning_curves)
+            bar.set_postfix_str(f"epoch {epoch} loss {epoch_loss:.4f}{history.describe_last(', ')}",
+                                refresh=False)
+            bar.update(1)
+            if not (progress and main):
+                say(message)
+    if distributed:
+        dist.barrier()  # rank 0's files are complete before any process returns
     epochs_run = max(0, cfg.max_epochs - start_epoch + 1)
-    log(f"done: best val Dice {history.best_metric:.4f} at epoch {history.best_metric_epoch}; "
-        f"{history.wall_seconds:.1f} s of training in total")
+    say(f"done: {history.describe_best()}; {history.wall_seconds:.1f} s of training in total")
     return TrainResult(run_dir=run_dir, config=cfg, history=history, epochs_run=epochs_run)
 
 
@@ -299,8 +450,8 @@ def find_or_train_model(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
     """The best model of ``run_dir``; if there is none, a short run trained in ``fallback_dir``.
 
     ``run_dir`` itself is never written to (the training notebook or CLI owns it). An
-    existing best model in ``fallback_dir`` is reused. When ``max_epochs`` is shorter than
-    the validation interval, the interval is shortened to it so that a best model is saved.
+    existing best model in ``fallback_dir`` is reused. Training validates after its last
+    epoch, so the short run always saves a best model.
 
     >>> find_or_train_model("runs/unet", "data/synthetic", "runs/04/fallback", 2)  # doctest: +SKIP
     """
@@ -316,12 +467,11 @@ def find_or_train_model(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
         raise ConfigError(None, f"max_epochs of the fallback training must be >= 1, got {max_epochs}")
     cfg = cfg or config_for(data_dir)
     epochs = int(max_epochs)
-    cfg = cfg.replace(**(overrides | {"max_epochs": epochs,
-                                      "val_interval": min(cfg.val_interval, epochs)}))
+    cfg = cfg.replace(**(overrides | {"max_epochs": epochs}))
     log(f"no model in {run_dir} (train one with notebook 03 or `spleen-course train`); "
         f"training a short {epochs}-epoch run in {fallback_dir} instead")
     result = train(data_dir, fallback_dir, cfg, overwrite=True, progress=False, log=log)
-    if not result.best_model_path.is_file():  # pragma: no cover - train validates at val_interval
+    if not result.best_model_path.is_file():  # pragma: no cover - train validates after the last epoch
         raise DataError(fallback_dir, "training saved no best model")
     return result.best_model_path
 
@@ -380,3 +530,11 @@ def choose_model(weights: str | os.PathLike = "auto", *, run_dir: str | os.PathL
                              "model and no pretrained bundle were found")
     log(f"weights: {picked.reason}")
     return picked
+
+
+if __name__ == "__main__":  # torchrun --nproc-per-node N -m spleen_helpers.train ... (see .distributed)
+    import sys
+
+    from spleen_helpers.distributed import main as _main
+
+    sys.exit(_main())

@@ -19,6 +19,9 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 from monai.transforms import (
     Compose,
     CropForegroundd,
@@ -44,7 +47,7 @@ RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 def preprocessing_steps(cfg: CourseConfig, keys: tuple[str, ...] = ("image", "label"),
-                        pad_to_patch: bool = True) -> list:
+                        pad_to_patch: bool = True, resample_dtype: Any = np.float64) -> list:
     """The deterministic steps shared by every pipeline, one MONAI transform per list item.
 
     Notebook 02 applies them one at a time to show what each does. With
@@ -54,12 +57,16 @@ def preprocessing_steps(cfg: CourseConfig, keys: tuple[str, ...] = ("image", "la
 
     >>> [type(t).__name__ for t in preprocessing_steps(CourseConfig(transform_order="bundle"), ("image",), False)]
     ['LoadImaged', 'EnsureChannelFirstd', 'Orientationd', 'Spacingd', 'ScaleIntensityRanged']
+
+    ``resample_dtype`` is what ``Spacingd`` computes in (MONAI's default, ``float64``; the fast
+    inference path of :mod:`spleen_helpers.predict` uses ``float32``).
     """
     modes = tuple("bilinear" if k == "image" else "nearest" for k in keys)
     scale = ScaleIntensityRanged(keys=["image"], a_min=cfg.a_min, a_max=cfg.a_max,
                                  b_min=cfg.b_min, b_max=cfg.b_max, clip=cfg.clip)
     geometry = [Orientationd(keys=keys, axcodes=cfg.orientation, labels=RAS_LABELS),
-                Spacingd(keys=keys, pixdim=cfg.pixdim, mode=modes)]
+                Spacingd(keys=keys, pixdim=cfg.pixdim, mode=modes,
+                         **({} if resample_dtype is np.float64 else {"dtype": resample_dtype}))]
     steps = [LoadImaged(keys=keys, reader="NibabelReader", image_only=False), EnsureChannelFirstd(keys=keys)]
     if cfg.transform_order == "bundle":
         steps += [*geometry, scale]
@@ -101,6 +108,6 @@ def val_transforms(cfg: CourseConfig) -> Compose:
     return Compose(preprocessing_steps(cfg, ("image", "label"), pad_to_patch=False))
 
 
-def infer_transforms(cfg: CourseConfig) -> Compose:
+def infer_transforms(cfg: CourseConfig, resample_dtype: Any = np.float64) -> Compose:
     """Inference pipeline for new studies: image only, invertible with ``Invertd``."""
-    return Compose(preprocessing_steps(cfg, ("image",), pad_to_patch=False))
+    return Compose(preprocessing_steps(cfg, ("image",), pad_to_patch=False, resample_dtype=resample_dtype))

@@ -45,7 +45,7 @@ def test_quick_smoke_writes_a_section_per_benchmark(quick_run) -> None:
     proc, out = quick_run
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
-    for name in ("course", "efficiency", "inference", "memory"):
+    for name in ("course", "efficiency", "inference", "memory", "viewer", "phantom", "ddp"):
         lines = read_section(text, name)
         assert lines is not None, name
         header, rows = parse_table(lines)
@@ -63,8 +63,12 @@ def test_quick_rows_state_machine_versions_command_and_numbers(quick_run) -> Non
     text = out.read_text()
     info = machine_info()
     numeric = {"course": ["seconds"], "efficiency": ["samples/s", "bare samples/s", "ratio", "setup s"],
-               "inference": ["CT peak RSS MiB", "synthetic val Dice", "synthetic seconds"],
-               "memory": ["peak RSS MiB", "RSS after imports MiB", "seconds"]}
+               "inference": ["CT peak RSS MiB", "CT mask voxels", "time ratio course/this"],
+               "memory": ["peak RSS MiB", "RSS after imports MiB", "seconds"],
+               "viewer": ["ms per step (median)", "slowest ms"],
+               "phantom": ["best val Dice", "val Dice (image space)", "test Dice (image space)",
+                           "largest drop", "training s"],
+               "ddp": ["s/epoch (runs)"]}
     for name, columns in numeric.items():
         _, rows = parse_table(read_section(text, name))
         for row in rows:
@@ -75,12 +79,14 @@ def test_quick_rows_state_machine_versions_command_and_numbers(quick_run) -> Non
             for col in columns:
                 assert NUMBER.match(row[col]), f"{name}/{col}: {row[col]!r}"
                 assert float(NUMBER.match(row[col]).group()) >= 0
-            assert "met" not in row.get("target", "").replace("n/a (quick smoke)", "")
+            for target in ("target", "target Dice", "target smooth"):
+                assert "met" not in row.get(target, "").replace("n/a (quick smoke)", "")
     # every loader the smoke measured gets a ratio, and the course default is among them
     _, rows = parse_table(read_section(text, "efficiency"))
     assert any(r["loader"].startswith("course default:") for r in rows) and len(rows) >= 2
     _, rows = parse_table(read_section(text, "inference"))
-    assert [r["settings"] for r in rows] == ["bundle", "course"]
+    assert [r["variant"] for r in rows] == ["bundle", "course", "bundle pipeline", "course, Invertd path"]
+    assert all(NUMBER.match(r["synthetic Dice"]) for r in rows if r["variant"] != "bundle pipeline")
     for row in rows:   # "seconds (runs)": a time that rounds to 0.0 on a fast machine is fine
         assert re.match(r"^\d+(\.\d+)? \(\d+(\.\d+)?(, \d+(\.\d+)?)*\)$", row["CT seconds (runs)"]), \
             row["CT seconds (runs)"]
@@ -126,7 +132,8 @@ def test_template_lists_every_benchmark_once() -> None:
     text = template(MODULES)
     for name in NAMES:
         assert text.count(f"<!-- bench:{name}:begin -->") == 1
-    assert [m.NAME for m in MODULES] == NAMES == ["course", "efficiency", "inference", "memory", "gpu"]
+    assert [m.NAME for m in MODULES] == NAMES == ["course", "efficiency", "inference", "memory", "gpu", "viewer",
+                                                  "phantom", "ddp"]
 
 
 def test_committed_benchmarks_md_has_every_section() -> None:

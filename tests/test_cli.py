@@ -169,7 +169,7 @@ def test_train_trains_resumes_and_says_where_the_model_is(synthetic_dir: Path, t
     out = capsys.readouterr().out
     history = json.loads((run / "history.json").read_text())
     assert history["epochs"] == [1, 2] and history["val_epochs"] == [1, 2]
-    assert (f"best validation Dice {max(history['val_dice']):.4f} at epoch {history['best_metric_epoch']}; "
+    assert (f"best val Dice {max(history['val_dice']):.4f} at epoch {history['best_metric_epoch']}; "
             f"best model: {run / 'best_metric_model.pth'}; checkpoint: {run / 'checkpoint.pt'}") in out
     saved = json.loads((run / "config.json").read_text())
     assert saved["channels"] == [4, 8, 16] and saved["pixdim"] == [6.0, 6.0, 6.0] and saved["max_epochs"] == 2

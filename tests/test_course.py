@@ -113,6 +113,42 @@ def test_summary_reads_dice_from_history_and_a_failing_cell_stops_the_course(
     assert "**02_broken.ipynb failed:**" in (out / "summary.md").read_text()
 
 
+def test_a_long_notebook_reports_progress_while_it_runs(tmp_path: Path, home: Path) -> None:
+    """A line every few seconds with the running cell and the training history's last epoch.
+
+    The notebook's last cell trains (writes a history), then waits until the runner has
+    reported that epoch -- or 60 s -- so the test waits for an event, not for a time.
+    """
+    marker = tmp_path / "reported"
+    nb = make_notebook(
+        tmp_path / "01_long.ipynb", 'run_dir = ""',
+        "import json, time\nfrom pathlib import Path\n"
+        "from spleen_helpers.history import TrainingHistory\n"
+        "(Path(run_dir) / 'config.json').write_text(json.dumps({'max_epochs': 9}))\n"
+        "h = TrainingHistory()\n"
+        "for e in (1, 2, 3):\n"
+        "    h.record_epoch(e, 1.0 / e, 0.1)\n"
+        "    if e == 2:\n"
+        "        h.record_validation(e, 0.5)\n"
+        "h.save(run_dir)\n"
+        f"deadline = time.time() + 60\nwhile not Path({str(marker)!r}).exists() and time.time() < deadline:\n"
+        "    time.sleep(0.05)")
+    lines: list[str] = []
+
+    def progress(line: str) -> None:
+        lines.append(line)
+        if "training epoch 3/9" in line:
+            marker.touch()
+
+    summary = run_course(tmp_path / "out", notebooks=[nb], cell_timeout=120, progress=progress,
+                         progress_every=0.2)
+    assert summary.ok and marker.exists(), lines
+    beat = next(line for line in lines if "training epoch 3/9" in line)
+    assert beat.startswith("[1/1] 01_long.ipynb: ") and "cell 3 of 3" in beat   # papermill adds a cell
+    assert beat.endswith("training epoch 3/9, loss 0.3333, val Dice 0.5000 (epoch 2)")
+    assert lines[0] == "[1/1] 01_long.ipynb ..." and lines[-1].startswith("[1/1] 01_long.ipynb ok in ")
+
+
 def test_a_cell_past_the_timeout_fails_the_notebook(tmp_path: Path, home: Path) -> None:
     slow = make_notebook(tmp_path / "01_slow.ipynb", "seconds = 1",
                          "import time\ntime.sleep(seconds)")

@@ -39,6 +39,24 @@ def test_record_and_best_logic() -> None:
     assert h.val_epochs == [2, 4, 6, 8] and h.val_dice == [0.4, 0.3, 0.4, 0.41]
 
 
+def test_no_validation_yet_is_never_shown_as_a_number(tmp_path: Path) -> None:
+    """The loop's "nothing yet" (-1) stays inside: the text, the JSON, the CSV and the plot say so."""
+    h = TrainingHistory()
+    h.record_epoch(1, 0.9, 1.0)
+    assert not h.validated and h.describe_best() == "no validation yet" and h.describe_last(", ") == ""
+    h.save(tmp_path)
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["best_metric"] is None and saved["best_metric_epoch"] is None
+    assert "-1" not in (tmp_path / "history.csv").read_text()
+    again = TrainingHistory.load(tmp_path)
+    assert again.to_dict() == h.to_dict() and (again.best_metric, again.best_metric_epoch) == (-1.0, -1)
+    fig = plot_learning_curves(again)
+    assert not fig.axes[1].get_legend() and len(fig.axes[1].lines) == 1   # no best marked
+    h.record_validation(1, 0.25)
+    assert h.validated and h.describe_best() == "best val Dice 0.2500 at epoch 1"
+    assert h.describe_last("; ") == "; val Dice 0.2500 (epoch 1)"
+
+
 def test_epoch_bookkeeping() -> None:
     h = make_history()
     assert h.epochs == list(range(1, 9))

@@ -9,7 +9,7 @@ from spleen_helpers.errors import ConfigError
 from spleen_helpers.inspect_model import block_output_shapes, format_block_shapes
 from spleen_helpers.model import build_unet
 
-CFG = CourseConfig.synthetic()
+CFG = CourseConfig.synthetic(patch_size=(32, 32, 32), roi_size=(32, 32, 32))   # a cube: halves on every axis
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,8 @@ LESSON_CODE = {
            "Orientationd(", "Spacingd(", "RandCropByPosNegLabeld(", "set_random_state("],
     "03": ["CacheDataset(", "DataLoader(", "UNet(", "DiceCELoss(", "DiceLoss(", "torch.optim.Adam(",
            "DiceMetric(", "loss.backward()", "optimizer.step()", "sliding_window_inference(",
-           "decollate_batch(", "AsDiscrete(", "set_determinism("],
+           "decollate_batch(", "AsDiscrete(", "set_determinism(", "lr_scheduler.ExponentialLR(",
+           "scheduler.step()", "torch.random.fork_rng()"],
     "04": ["sliding_window_inference(", "Invertd(", "KeepLargestConnectedComponent(", "DiceMetric(",
            "AsDiscrete(", "nib.save(", "compute_hausdorff_distance("],
 }
@@ -41,7 +42,8 @@ EQUALITY_PROOFS = {
     "03": ["assert proof.history.train_loss == losses", "assert proof.history.val_dice == dices",
            "assert_same_weights(", "assert repr(model) == repr(build_unet(cfg))"],
     "04": ["assert_same_pipeline(infer_pipeline, infer_transforms(cfg))",
-           "assert np.array_equal(package_mask, mask)", "this_case.metrics.dice - dice_monai"],
+           "assert agreement >= 0.999", "np.array_equal(affine, image.affine)",
+           "this_case.metrics.dice - 2.0 * (q & r).sum() / (q.sum() + r.sum())"],
 }
 
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from spleen_helpers.config import CourseConfig
 from spleen_helpers.data import sample_ct
 from spleen_helpers.errors import CheckpointError, ConfigError, DataError, DicomError
-from spleen_helpers.predict import predict_file, predict_volume, save_mask
+from spleen_helpers.predict import invertd_mask, predict_file, predict_volume, save_mask
 from spleen_helpers.tools import cli
 from support import ThresholdNet, dice, level_for, lps_case, save_nifti, skip_or_fail, tiny_cfg
 
@@ -57,6 +58,88 @@ def test_prediction_on_the_real_ct_has_its_shape_and_affine(tmp_path: Path) -> N
     assert dice(mask, hu > 60) > 0.85
     out = save_mask(mask, affine, tmp_path / "ct_mask.nii.gz")
     assert nib.load(out).shape == img.shape and np.array_equal(nib.load(out).affine, img.affine)
+
+
+class SmoothNet(torch.nn.Module):
+    """Spleen probability that rises slowly with intensity: many voxels near 0.5 after
+    resampling, where the fast way back to the image's grid could part from ``Invertd``."""
+
+    def __init__(self, level: float) -> None:
+        super().__init__()
+        self.level = level
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = (x - self.level) * 4.0
+        return torch.cat([-s, s], dim=1)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_the_fast_way_back_agrees_with_invertd(tmp_path: Path, keep: bool) -> None:
+    """predict_volume resamples only the block around the spleen, once; MONAI's Invertd path
+    (notebook 04) resamples the whole volume: same shape and affine, Dice >= 0.999."""
+    path, hu, affine = lps_case(tmp_path)
+    # thresholds between whole HU: CT values are integers, and a threshold exactly on one
+    # makes thousands of voxels ties that the last bit of a float decides
+    cases = [(path, tiny_cfg(pixdim=(3.0, 2.0, 4.0)), 100.5),
+             (sample_ct().ct, CourseConfig(), 60.5),
+             (sample_ct().ct, CourseConfig(transform_order="bundle"), 60.5)]
+    for image, cfg, hu_level in cases:
+        for net in (ThresholdNet(level_for(hu_level, cfg)), SmoothNet(level_for(hu_level, cfg))):
+            fast, fast_affine = predict_volume(net, image, cfg, "cpu", keep_largest=keep)
+            reference = invertd_mask(net, image, cfg, "cpu", keep_largest=keep)
+            assert fast.shape == reference.shape and np.array_equal(fast_affine, nib.load(image).affine)
+            assert reference.sum() > 1000 and dice(fast, reference) >= 0.999, (image.name, type(net).__name__)
+
+
+@pytest.mark.parametrize("changes", [{}, {"transform_order": "bundle"}, {"b_min": -0.5}, {"b_min": 0.2},
+                                     {"b_min": 0.5, "b_max": 0.0, "clip": False}])
+def test_the_fast_preprocessing_gives_the_pipelines_image(changes: dict) -> None:
+    """Read once with nibabel, cropped before the window, resampled in float32: the image and the
+    grid of infer_transforms(cfg), to the last bits of a float."""
+    from spleen_helpers.predict import load_image_for_inference
+    from spleen_helpers.transforms import infer_transforms
+
+    cfg = CourseConfig(**changes)
+    fast = load_image_for_inference(sample_ct().ct, cfg)["image"]
+    reference = infer_transforms(cfg)({"image": str(sample_ct().ct)})["image"]
+    assert fast.shape == reference.shape and fast.dtype == torch.float32
+    assert torch.allclose(torch.as_tensor(fast.affine), torch.as_tensor(reference.affine))
+    assert float((fast.as_tensor() - reference.as_tensor()).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("order", ["tutorial", "bundle"])
+def test_the_block_resampling_is_invertd_voxel_for_voxel(tmp_path: Path, order: str) -> None:
+    """The same probability taken back to the image's grid by Invertd (whole volume) and by
+    spleen_mask_in_image_space (the block around the spleen, one resampling): the same voxels
+    but a few that sit on the 0.5 threshold."""
+    from monai.transforms import Invertd
+
+    from spleen_helpers.model import infer_logits
+    from spleen_helpers.predict import spleen_mask_in_image_space
+    from spleen_helpers.transforms import infer_transforms
+
+    path, hu, affine = lps_case(tmp_path)
+    for image, cfg, level in ((path, tiny_cfg(pixdim=(3.0, 2.0, 4.0), transform_order=order), 100.5),
+                              (sample_ct().ct, CourseConfig(transform_order=order), 60.5)):
+        tf = infer_transforms(cfg)
+        data = tf({"image": str(image)})
+        for net in (ThresholdNet(level_for(level, cfg)), SmoothNet(level_for(level, cfg))):
+            with torch.no_grad():
+                spleen = torch.softmax(infer_logits(net, data["image"][None], cfg, torch.device("cpu"))[0], 0)
+            data["pred"] = spleen[1:2]
+            inverted = Invertd(keys="pred", transform=tf, orig_keys="image", nearest_interp=False)(dict(data))["pred"]
+            reference = (inverted[0] > 0.5).numpy()
+            img = nib.load(image)
+            fast = spleen_mask_in_image_space(spleen[1], data["image"], img.shape, img.affine) > 0
+            assert reference.sum() > 1000 and int((fast != reference).sum()) <= 10, (image.name, type(net).__name__)
+
+
+def test_an_empty_prediction_is_an_empty_mask(tmp_path: Path) -> None:
+    path, hu, _ = lps_case(tmp_path)
+    cfg = tiny_cfg(pixdim=(3.0, 2.0, 4.0))
+    mask, _ = predict_volume(ThresholdNet(level_for(5000, cfg)), path, cfg, "cpu", keep_largest=True)
+    assert mask.shape == hu.shape and mask.dtype == np.uint8 and not mask.any()
 
 
 def test_save_mask_refuses_a_name_that_is_not_nifti(tmp_path: Path) -> None:

@@ -119,6 +119,64 @@ def test_resume_is_exact_on_every_loader(loader, straight_run, synthetic_dir, tm
                         load_checkpoint(resumed.best_model_path)["model_state_dict"])
 
 
+def test_every_run_ends_with_a_validation_and_a_best_model(synthetic_dir, tmp_path, capsys) -> None:
+    """Three epochs with validation every five: validated after the last one, as a normal
+    validation; the CLI names a best model that exists and never prints the -1 of "none yet"."""
+    from spleen_helpers.tools.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "--data-dir", str(synthetic_dir), "--out", str(run), "--max-epochs", "3",
+            "--val-interval", "5", "--no-progress", "--channels", "4", "8", "16", "--strides", "2", "2",
+            "--patch-size", "16", "16", "16", "--roi-size", "32", "32", "32", "--pixdim", "6", "6", "6",
+            "--val-count", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    history = json.loads((run / "history.json").read_text())
+    assert history["val_epochs"] == [3] and history["best_metric_epoch"] == 3
+    assert f"best val Dice {history['best_metric']:.4f} at epoch 3; best model: {run / BEST_MODEL_NAME}" in out
+    assert (run / BEST_MODEL_NAME).is_file() and "Dice -1" not in out and "epoch -1" not in out
+    assert (run / "history.csv").read_text().splitlines()[-1].split(",")[2] != ""   # epoch 3 has a Dice
+    assert main(args[:3] + ["--out", str(tmp_path / "none"), "--max-epochs", "0"] + args[7:]) == 0
+    assert "no validation yet; no best model yet" in capsys.readouterr().out
+
+
+def test_an_extra_validation_leaves_training_unchanged(straight_run, synthetic_dir, tmp_path) -> None:
+    """2 epochs (validated after the last), then resumed to 4 = 4 straight (validated at 2 and 4
+    by the interval): the same weights and losses; validation never draws training's random numbers."""
+    first = train(synthetic_dir, tmp_path, tiny_config(max_epochs=2, val_interval=4), progress=False,
+                  log=lambda _: None)
+    assert first.history.val_epochs == [2]
+    resumed = train(synthetic_dir, tmp_path, tiny_config(max_epochs=4, val_interval=4), resume=True,
+                    progress=False, log=lambda _: None)
+    assert resumed.history.val_epochs == [2, 4]           # the interrupted run's extra validation stays
+    a, b = load_checkpoint(straight_run.checkpoint_path), load_checkpoint(resumed.checkpoint_path)
+    assert a["train_loss"] == b["train_loss"]
+    assert_same_weights(a["model_state_dict"], b["model_state_dict"])
+
+
+def test_a_decaying_learning_rate_resumes_exactly(synthetic_dir, tmp_path) -> None:
+    cfg = tiny_config(max_epochs=3, lr_decay=0.5)
+    straight = train(synthetic_dir, tmp_path / "a", cfg, progress=False, log=lambda _: None)
+    train(synthetic_dir, tmp_path / "b", cfg.replace(max_epochs=1), progress=False, log=lambda _: None)
+    resumed = train(synthetic_dir, tmp_path / "b", cfg, resume=True, progress=False, log=lambda _: None)
+    a, b = load_checkpoint(straight.checkpoint_path), load_checkpoint(resumed.checkpoint_path)
+    assert a["optimizer_state_dict"]["param_groups"][0]["lr"] == pytest.approx(cfg.learning_rate * 0.5 ** 3)
+    assert b["optimizer_state_dict"]["param_groups"][0]["lr"] == a["optimizer_state_dict"]["param_groups"][0]["lr"]
+    assert a["train_loss"] == b["train_loss"]
+    assert_same_weights(a["model_state_dict"], b["model_state_dict"])
+
+
+def test_progress_is_one_bar_not_a_line_per_epoch(synthetic_dir, tmp_path, capsys) -> None:
+    lines: list[str] = []
+    train(synthetic_dir, tmp_path / "bar", tiny_config(max_epochs=3), progress=True, log=lines.append)
+    assert len(lines) == 2 and lines[0].startswith("training on") and lines[1].startswith("done: best val Dice")
+    bar = capsys.readouterr().err
+    assert "training: 100%" in bar and "3/3" in bar and "val Dice" in bar
+    lines.clear()
+    train(synthetic_dir, tmp_path / "lines", tiny_config(max_epochs=3), progress=False, log=lines.append)
+    assert [line.split()[:2] for line in lines[1:4]] == [["epoch", "1/3"], ["epoch", "2/3"], ["epoch", "3/3"]]
+
+
 def test_resume_of_finished_run_does_nothing_more(straight_run, synthetic_dir):
     again = train(synthetic_dir, straight_run.run_dir, tiny_config(max_epochs=4), resume=True,
                   progress=False, log=lambda _: None)
@@ -270,7 +328,7 @@ def test_train_is_the_plain_monai_loop(synthetic_dir, tmp_path) -> None:
     from monai.utils import set_determinism
 
     from spleen_helpers.data import load_datalist, split_datalist
-    from spleen_helpers.model import build_loss, build_optimizer, build_unet
+    from spleen_helpers.model import build_loss, build_optimizer, build_scheduler, build_unet
     from spleen_helpers.train import build_loaders, validate_dice
 
     cfg = tiny_config(max_epochs=2, val_interval=1)
@@ -280,6 +338,7 @@ def test_train_is_the_plain_monai_loop(synthetic_dir, tmp_path) -> None:
         train_loader, val_loader, _ = build_loaders(*split_datalist(load_datalist(synthetic_dir), cfg), cfg)
         model = build_unet(cfg)
         optimizer, loss_function = build_optimizer(model, cfg), build_loss(cfg)
+        scheduler = build_scheduler(optimizer, cfg)
         losses, dices = [], []
         for _ in range(cfg.max_epochs):
             model.train()
@@ -291,6 +350,7 @@ def test_train_is_the_plain_monai_loop(synthetic_dir, tmp_path) -> None:
                 optimizer.step()
                 total += loss.item()
             losses.append(total / len(train_loader))
+            scheduler.step()
             dices.append(validate_dice(model, val_loader, cfg, torch.device("cpu")))
         assert result.history.train_loss == losses, f"progress={progress}"
         assert result.history.val_dice == dices, f"progress={progress}"

@@ -31,18 +31,14 @@ def volumes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def drawn_image(viewer: SliceViewer) -> np.ndarray:
-    """The pixels of the image panel in the PNG the viewer shows: inside its axes, so the
-    title above it (which names the slice) is not part of the comparison."""
-    fig = viewer.figure()                       # the same figure the widget's PNG was drawn from
-    fig.savefig(io.BytesIO(), format="png", dpi=fig.dpi)    # lays it out: the boxes are final
-    ax = fig.axes[0]
-    box, title = ax.get_window_extent(), ax.title.get_window_extent()
-    assert title.y0 >= box.y1                   # the title lies above the cropped box
+    """The pixels of the image panel in the PNG the viewer shows, without the title above it
+    (which names the slice): in the first of the panels, the rows and columns that the slice
+    fills (the title's text covers a small part of its row, the white margins none)."""
     png = np.asarray(Image.open(io.BytesIO(viewer.image.value)).convert("RGB"))
-    height = png.shape[0]
-    rows = slice(height - int(np.floor(box.y1)) + 1, height - int(np.ceil(box.y0)) - 1)
-    cols = slice(int(np.ceil(box.x0)) + 1, int(np.floor(box.x1)) - 1)
-    return png[rows, cols]
+    first = png[:, : png.shape[1] // sum(v is not None for v in viewer.current_slice_data().values())]
+    drawn = (first < 250).any(axis=2)
+    rows, cols = np.flatnonzero(drawn.mean(axis=1) > 0.5), np.flatnonzero(drawn.mean(axis=0) > 0.5)
+    return first[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
 
 
 def test_moving_the_slider_shows_that_slice(volumes) -> None:
@@ -118,6 +114,52 @@ def test_widget_structure_classes_and_display(volumes) -> None:
     bundle = viewer._repr_mimebundle_()
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == viewer.widget.model_id
     assert viewer.current_slice_data()["prediction"] is None
+
+
+def _panels(png: bytes, count: int) -> list[np.ndarray]:
+    """The picture's panels (RGB arrays), split at the white columns between them."""
+    import io
+
+    from PIL import Image
+
+    picture = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    width = picture.shape[1] // count
+    return [picture[:, n * width:(n + 1) * width] for n in range(count)]
+
+
+def test_the_picture_is_radiological_with_colour_blind_safe_overlays() -> None:
+    """Slices as CT is read (patient's right on the left, anterior up); label blue and
+    prediction orange (Okabe-Ito), the label's outline over the prediction; opacity blends."""
+    image = np.zeros(SHAPE, np.float32)
+    image[30:40, 20:30, :] = 1.0                        # high x (patient's right), high y (anterior)
+    label = np.zeros(SHAPE, np.uint8)
+    label[5:25, 5:20, :] = 1
+    pred = np.zeros(SHAPE, np.uint8)
+    pred[10:25, 5:20, :] = 1
+    viewer = slice_viewer(image, label, pred, window=(0.0, 2.0), axis=2, index=8)
+    img_panel, lab_panel, pred_panel = _panels(viewer.image.value, 3)
+    black = np.all(img_panel == 0, axis=2)                       # the slice's background
+    rows_in, cols_in = np.flatnonzero(black.mean(1) > 0.5), np.flatnonzero(black.mean(0) > 0.5)
+    top, left = rows_in.min(), cols_in.min()                     # (not the black title text)
+    height, width = rows_in.max() + 1 - top, cols_in.max() + 1 - left
+    slice_px = img_panel[top:top + height, left:left + width]
+    rows, cols = np.nonzero(np.all(slice_px == 127, axis=2))    # the block, mid-grey in this window
+    assert len(rows) > 100
+    assert rows.max() < height / 2 and cols.max() < width / 2    # top left
+    colours = {tuple(int(c) for c in px) for px in lab_panel.reshape(-1, 3)}
+    blue = [c for c in colours if c[2] > c[0] + 40]
+    assert blue and not [c for c in colours if c[0] > c[2] + 40]   # the label panel: blue, no orange
+    orange = np.argwhere((pred_panel[:, :, 0] > pred_panel[:, :, 2] + 40).astype(bool))
+    assert len(orange) > 100                             # the prediction: orange ...
+    outline = np.argwhere(np.all(pred_panel == (0, 114, 178), axis=2))
+    assert len(outline) > 20                             # ... with the label's outline in pure blue
+    viewer.opacity.value = 1.0
+    full = _panels(viewer.image.value, 3)[1]
+    assert np.any(np.all(full == (0, 114, 178), axis=2))  # opacity 1: the label colour itself
+    viewer.overlay.value = False
+    plain = _panels(viewer.image.value, 3)[2]
+    assert set(np.unique(plain)) <= {0, 255} | set(range(0, 256)) and not (
+        plain[:, :, 0] > plain[:, :, 2] + 40).any()      # masks in black and white, no colour
 
 
 def test_tensors_with_channels_and_logits_are_accepted(volumes) -> None:
@@ -234,7 +276,7 @@ def test_view_3d_sends_the_ct_and_masks_to_niivue_and_keeps_a_picture(volumes, t
     assert isinstance(view, View3D) and isinstance(view.widget, NiiVue)
     assert "spleen-3d-view" in view.widget._dom_classes
     ct, lab, out = view.widget.volumes
-    assert [v.colormap for v in view.widget.volumes] == ["gray", "green", "red"]
+    assert [v.colormap for v in view.widget.volumes] == ["gray", "blue", "gold"]   # colour-blind-safe
     assert (ct.cal_min, ct.cal_max) == (-100.0, 200.0) and lab.cal_min == 0.5
     sent = nib.Nifti1Image.from_bytes(gzip.decompress(out.data))
     assert np.array_equal(np.asarray(sent.dataobj), pred) and np.array_equal(sent.affine, affine)

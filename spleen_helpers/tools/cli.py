@@ -129,66 +129,27 @@ def _cmd_dicom2nifti(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------ train
-def _config_options(p: argparse.ArgumentParser) -> list[str]:
-    """One ``--option`` per :class:`CourseConfig` setting, typed and documented from its field.
-
-    Returns the setting names; an option left out keeps the data set's default.
-    """
-    import dataclasses
-
-    from ..config import CHOICES, CourseConfig
-
-    group = p.add_argument_group("settings", "override the data set's defaults "
-                                             "(CourseConfig fields; see spleen_helpers.config)")
-    names = []
-    for f in dataclasses.fields(CourseConfig):
-        if "help" not in f.metadata:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        kwargs: dict = {"default": None, "help": f"{f.metadata['help']} (tutorial: {default})"}
-        if isinstance(default, bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif isinstance(default, tuple):
-            item = type(default[0])
-            triple = len(default) == 3 and f.name not in ("channels", "strides")
-            kwargs.update(type=item, nargs=3 if triple else "+",
-                          metavar=("X", "Y", "Z") if triple else "N")
-        elif f.name in CHOICES:
-            kwargs["choices"] = CHOICES[f.name]
-        else:
-            kwargs["type"] = float if f.name == "val_fraction" else type(default)
-        group.add_argument(flag, **kwargs)
-        names.append(f.name)
-    return names
-
-
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the 3D UNet (resumable)",
-                       description="Train the spleen UNet. Defaults come from the data set: the "
-                                   "synthetic phantom gets small CPU-friendly settings, the real "
-                                   "Task09 data MONAI's tutorial settings. Options override them.")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="MSD Task09-layout data set (default: the synthetic phantom, generated if missing)")
-    p.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, best model, history)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a run")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(handler=_cmd_train, settings=_config_options(p))
+    from ..distributed import train_arguments
+
+    sub.add_parser("train", help="train the 3D UNet (resumable; --nproc N for several GPUs)",
+                   parents=[train_arguments()],
+                   description="Train the spleen UNet. Defaults come from the data set: the "
+                               "synthetic phantom gets small CPU-friendly settings, the real "
+                               "Task09 data MONAI's tutorial settings. Options override them. "
+                               "--nproc N trains with N processes (DistributedDataParallel).",
+                   ).set_defaults(handler=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..config import config_for
-    from ..synthetic import ensure_synthetic_dataset
-    from ..train import train
+    from ..config import RunLayout
+    from ..distributed import run_training
+    from ..history import TrainingHistory
 
-    data_dir = args.data_dir if args.data_dir is not None else ensure_synthetic_dataset()
-    overrides = {n: getattr(args, n) for n in args.settings if getattr(args, n) is not None}
-    cfg = config_for(data_dir, **overrides)
-    result = train(data_dir, args.out, cfg, resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress)
-    print(f"best validation Dice {result.best_metric:.4f} at epoch {result.best_metric_epoch}; "
-          f"best model: {result.best_model_path}; checkpoint: {result.checkpoint_path}")
+    run = RunLayout(run_training(args))
+    history = TrainingHistory.load(run.root) if run.history_json.is_file() else TrainingHistory()
+    best = f"best model: {run.best_model}" if run.best_model.is_file() else "no best model yet"
+    print(f"{history.describe_best()}; {best}; checkpoint: {run.checkpoint}")
     return 0
 
 

@@ -31,13 +31,15 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
+import json
 import logging
 import os
 import re
 import shutil
+import threading
 import time
 import tokenize
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ __all__ = [
     "NotebookParameter",
     "NotebookResult",
     "DEFAULT_CELL_TIMEOUT_S",
+    "PROGRESS_EVERY_S",
     "RUN_DIR_MARKER",
     "RUN_DIR_PARAMETER",
     "DATA_DIR_PARAMETER",
@@ -63,6 +66,7 @@ __all__ = [
 ]
 
 DEFAULT_CELL_TIMEOUT_S = 3600.0  # per cell; papermill's own default waits forever
+PROGRESS_EVERY_S = 8.0           # a line at least this often while a notebook runs
 RUN_DIR_PARAMETER = "run_dir"        # the shared run directory (training writes, evaluation reads)
 DATA_DIR_PARAMETER = "data_dir"      # the data set every notebook works on
 OUTPUT_DIR_PARAMETER = "output_dir"  # a notebook's own outputs: <output_dir>/outputs/<notebook>
@@ -387,28 +391,92 @@ def _check_kernel(kernel_name: str) -> None:
                                 "this environment") from None
 
 
+def _running_cell(path: Path) -> str:
+    """``"cell 23 of 40"`` for the cell papermill marks as running in its output notebook, or ``""``.
+
+    papermill saves that notebook whenever a cell starts or ends (and every 30 s within a
+    long one); a read that meets a half-written file just gives no cell this time.
+    """
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    for number, cell in enumerate(cells, start=1):
+        if cell.get("metadata", {}).get("papermill", {}).get("status") == "running":
+            return f"cell {number} of {len(cells)}"
+    return ""
+
+
+def _training_state(run_dir: Path) -> str:
+    """``"training epoch 12/80, loss 0.4102, val Dice 0.8911 (epoch 10)"`` from the run's history."""
+    from ..history import TrainingHistory
+
+    layout = RunLayout(run_dir)
+    try:
+        history = TrainingHistory.load(layout.history_json)
+    except (DataError, OSError):
+        return ""
+    if not history.epochs:
+        return ""
+    try:
+        total = f"/{int(json.loads(layout.config_json.read_text())['max_epochs'])}"
+    except (OSError, ValueError, KeyError, TypeError):
+        total = ""
+    return (f"training epoch {history.last_epoch}{total}, loss {history.train_loss[-1]:.4f}"
+            f"{history.describe_last(', ')}")
+
+
+@contextlib.contextmanager
+def _progress_lines(say: Progress, label: str, notebook: Path, run_dir: Path,
+                    every: float) -> Iterator[None]:
+    """While the block runs, say every ``every`` seconds how long ``label`` has run, which cell
+    runs, and -- when the run directory's training history changed during it -- the epoch."""
+    done = threading.Event()
+    start = time.perf_counter()
+    before = _history_stamp(run_dir)
+
+    def beat() -> None:
+        while not done.wait(every):
+            parts = [f"{label}: {time.perf_counter() - start:.0f} s", _running_cell(notebook)]
+            if _history_stamp(run_dir) != before:
+                parts.append(_training_state(run_dir))
+            say(", ".join(p for p in parts if p))
+
+    thread = threading.Thread(target=beat, name="course-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def _execute(nb_path: Path, executed: Path, params: dict[str, Any], cell_timeout: float,
-             kernel_name: str) -> str | None:
-    """Run one notebook with papermill into ``executed``; return a one-line error or None."""
+             kernel_name: str, watch: Callable[[Path], Any] | None = None) -> str | None:
+    """Run one notebook with papermill into ``executed``; return a one-line error or None.
+
+    ``watch(output)`` is a context manager entered while papermill runs (the progress lines).
+    """
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     error: str | None = None
     with atomic_path(executed) as tmp, quiet_logger("papermill", logging.ERROR):
-        try:
-            pm.execute_notebook(
-                str(nb_path), str(tmp), parameters=params, kernel_name=kernel_name,
-                execution_timeout=cell_timeout, cwd=str(nb_path.parent), progress_bar=False,
-                # the kernel's TCP warning is noise on a local run; its errors still show
-                extra_arguments=["--IPKernelApp.log_level=ERROR"])
-        except PapermillExecutionError as exc:
-            error = f"cell In [{exc.exec_count}] raised {exc.ename}: {exc.evalue}"
-        except CellTimeoutError:
-            error = (f"a cell ran longer than the per-cell timeout of {cell_timeout:g} s "
-                     "(raise it with --timeout)")
-        except DeadKernelError as exc:
-            error = f"the kernel died (out of memory?): {exc}"
+        with watch(tmp) if watch else contextlib.nullcontext():
+            try:
+                pm.execute_notebook(
+                    str(nb_path), str(tmp), parameters=params, kernel_name=kernel_name,
+                    execution_timeout=cell_timeout, cwd=str(nb_path.parent), progress_bar=False,
+                    # the kernel's TCP warning is noise on a local run; its errors still show
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
+            except PapermillExecutionError as exc:
+                error = f"cell In [{exc.exec_count}] raised {exc.ename}: {exc.evalue}"
+            except CellTimeoutError:
+                error = (f"a cell ran longer than the per-cell timeout of {cell_timeout:g} s "
+                         "(raise it with --timeout)")
+            except DeadKernelError as exc:
+                error = f"the kernel died (out of memory?): {exc}"
         if error is not None and not tmp.exists():
             tmp.write_text("{}")  # pragma: no cover - papermill saves before raising
     return None if error is None else _one_line(error)
@@ -422,7 +490,8 @@ def run_course(output_dir: str | os.PathLike | None = None,
                cell_timeout: float = DEFAULT_CELL_TIMEOUT_S,
                kernel_name: str = "python3",
                fresh: bool = False,
-               progress: Progress | None = None) -> CourseSummary:
+               progress: Progress | None = None,
+               progress_every: float = PROGRESS_EVERY_S) -> CourseSummary:
     """Execute the course notebooks in order with papermill; write executed copies, HTML and a summary.
 
     ``output_dir`` defaults to ``<runs dir>/course``. ``data_dir`` (default: each notebook's
@@ -431,7 +500,10 @@ def run_course(output_dir: str | os.PathLike | None = None,
     shared run directory first (otherwise what an earlier course run left there stays), but
     only one that ``run_course`` created: a folder of the user's that holds files is refused
     (ConfigError), never emptied.
-    ``progress`` receives one line per notebook started and finished.
+    ``progress`` receives one line per notebook started and finished, and while one runs a
+    line at least every ``progress_every`` seconds: the time so far, the cell that runs and,
+    while training writes the run directory's history, the last epoch, loss and validation
+    Dice (a long notebook is never minutes of silence).
 
     Raises ConfigError for an unknown parameter or bad option, CourseError when a notebook fails.
     """
@@ -483,7 +555,10 @@ def run_course(output_dir: str | os.PathLike | None = None,
         say(f"[{index}/{len(selected)}] {nb_path.name} ...")
         stamp = _history_stamp(run_dir)
         t0 = time.perf_counter()
-        error = _execute(nb_path, executed, params, cell_timeout, kernel_name)
+        label = f"[{index}/{len(selected)}] {nb_path.name}"
+        watch = None if progress is None else (
+            lambda output, label=label: _progress_lines(say, label, output, run_dir, progress_every))
+        error = _execute(nb_path, executed, params, cell_timeout, kernel_name, watch)
         result.seconds = round(time.perf_counter() - t0, 2)
         result.executed = str(executed)
         _write_html(executed, html)
