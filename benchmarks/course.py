@@ -25,7 +25,7 @@ __all__ = ["NAME", "TITLE", "DESCRIPTION", "TARGET_S", "TARGET_CPUS", "notebook_
 
 NAME = "course"
 TITLE = "1. Course wall time"
-TARGET_S = 180.0
+TARGET_S = 240.0  # the course with its exercises and equality proofs (was 180 s without them)
 TARGET_CPUS = 2
 DESCRIPTION = f"""
 All notebooks under `pytest --nbmake notebooks/` (the CI command) on the synthetic default, in a
