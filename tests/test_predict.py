@@ -60,6 +60,37 @@ def test_prediction_on_the_real_ct_has_its_shape_and_affine(tmp_path: Path) -> N
     assert nib.load(out).shape == img.shape and np.array_equal(nib.load(out).affine, img.affine)
 
 
+class ShapeRecorder(ThresholdNet):
+    """ThresholdNet that remembers the shape of every batch of windows it is given."""
+
+    def __init__(self, level: float) -> None:
+        super().__init__(level)
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape[2:]))
+        return super().forward(x)
+
+
+def test_the_window_is_no_larger_than_the_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real CT preprocessed (243 × 191 × 168) is smaller than a 256³ window: the network
+    sees the image rounded up to multiples of 16, not 256³ of mostly padding; the same mask."""
+    from spleen_helpers.predict import load_image_for_inference, window_for
+
+    cfg = CourseConfig(roi_size=(256, 256, 256))
+    shape = tuple(load_image_for_inference(sample_ct().ct, cfg)["image"].shape[1:])
+    assert any(n < r for n, r in zip(shape, cfg.roi_size))
+    net = ShapeRecorder(level_for(60, cfg))
+    mask, _ = predict_volume(net, sample_ct().ct, cfg, "cpu")
+    window = window_for(shape, cfg)
+    assert net.shapes == [window] and window != cfg.roi_size
+    assert all(w % cfg.size_multiple == 0 and n <= w < n + cfg.size_multiple for w, n in zip(window, shape))
+    monkeypatch.setattr("spleen_helpers.predict.window_for", lambda shape, cfg: cfg.roi_size)
+    padded = ShapeRecorder(level_for(60, cfg))
+    assert np.array_equal(mask, predict_volume(padded, sample_ct().ct, cfg, "cpu")[0])
+    assert padded.shapes == [cfg.roi_size]
+
+
 class SmoothNet(torch.nn.Module):
     """Spleen probability that rises slowly with intensity: many voxels near 0.5 after
     resampling, where the fast way back to the image's grid could part from ``Invertd``."""
