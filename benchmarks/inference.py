@@ -59,7 +59,8 @@ Seconds and peak RSS of segmenting one CT-sized synthetic volume ({' × '.join(m
 voxels of {' × '.join(map(str, CT_SPACING))} mm, `.nii.gz`), each run in a fresh process, in turns:
 **course** = `predict_volume` (read once into float32, crop before the window, one float32
 resampling; the probability back on the image's grid in one resampling of the block around the
-spleen) with `CourseConfig()` (160³ window, overlap 0.25); **bundle** = the same path with the
+spleen) with `CourseConfig()` (160³ window, overlap 0.25; the window no larger than the image
+rounded up to 16 voxels, `window_for`: 160 × 112 × 128 here); **bundle** = the same path with the
 bundle's settings (roi 96³, sw_batch_size 4, overlap 0.5, pixdim 1.5 × 1.5 × 2.0); **bundle
 pipeline** = the bundle's own `inference.json` (its preprocessing, sliding window, softmax,
 `Invertd` of both channels onto the whole grid, argmax); **course, Invertd path** = the course's
