@@ -37,6 +37,7 @@ __all__ = [
     "course_home",
     "default_data_dir",
     "default_runs_dir",
+    "positive_int",
     "settings_side_by_side",
     "env_default",
     "is_synthetic_dataset",
@@ -51,6 +52,20 @@ SYNTHETIC_DATASET_NAME = "SyntheticSpleen"
 
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1 from a command line (``argparse`` ``type=``).
+
+    >>> positive_int("3")
+    3
+    """
+    import argparse
+
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def course_home() -> Path:

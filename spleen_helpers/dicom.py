@@ -1,6 +1,7 @@
 """DICOM CT: scan study folders, check series, choose one, convert to NIfTI, read as HU.
 
-The MONAI spleen tutorial groups DICOM files by globbing a folder, cuts them into groups of
+The course's source guide (*Guide on 3D Medical Image Segmentation with Monai & UNET*,
+linked in the README) groups DICOM files by globbing a folder, cuts them into groups of
 ``number_slices`` (dropping the remainder without a word) and converts each group with
 dicom2nifti after switching its slice checks off. This module does the same job safely, on
 folders as a PACS exports them (a CT series beside a localizer, a dose report, several
@@ -262,6 +263,10 @@ class DicomSeries:
                 f"{self.columns} x {self.rows}, voxels {size} mm{extra}")
 
 
+class _NotAVolume(DicomError):
+    """Slices that do not form a volume at all (one position, too few): skipped, not an error."""
+
+
 @dataclass(frozen=True)
 class SkippedSeries:
     """A series (or a group of files) that does not form a volume, and why.
@@ -269,6 +274,9 @@ class SkippedSeries:
     ``is_image`` is False for files that are not images with geometry (structured reports,
     secondary captures, DICOMDIR): :func:`find_series` skips those even in its strict mode.
     ``error`` is the :class:`DicomError` the strict mode raises for an image series.
+    ``broken`` is True for an image series that would be a volume but for a fault in it (a
+    missing or duplicate slice, uneven spacing, mixed orientations or sizes): an error for that
+    series, where a localizer or a dose report is simply not a volume.
     """
 
     uid: str
@@ -281,6 +289,7 @@ class SkippedSeries:
     modality: str = ""
     num_slices: int = 0
     error: DicomError | None = field(default=None, compare=False, repr=False)
+    broken: bool = False
 
     def label(self) -> str:
         if not self.uid and len(self.files) == 1:
@@ -326,7 +335,7 @@ class StudyScan:
             if isinstance(s, DicomSeries):
                 result = "volume" + (f", gantry tilt {s.tilt_deg:.1f} deg" if s.tilt_deg else "")
             else:
-                result = f"skipped: {s.reason}"
+                result = f"{'failed' if s.broken else 'skipped'}: {s.reason}"
             rows.append(_row(s, result))
         return _table(rows, _TABLE_HEADER)
 
@@ -608,7 +617,7 @@ def _build_series(folder: Path, uid: str, slices: list[_Slice]) -> DicomSeries:
     n = len(keyed)
 
     if n > 1 and dist[-1] - dist[0] <= _DUPLICATE_MM:
-        raise DicomError(folder, f"{name}: all {n} slices lie at the same position "
+        raise _NotAVolume(folder, f"{name}: all {n} slices lie at the same position "
                                  f"({dist[0]:.2f} mm along the slice normal): they do not form a volume")
     steps = np.diff(dist)
     for i in np.flatnonzero(steps <= _DUPLICATE_MM):
@@ -616,7 +625,7 @@ def _build_series(folder: Path, uid: str, slices: list[_Slice]) -> DicomSeries:
                                  f"({ordered[i].name} and {ordered[i + 1].name}); the series may "
                                  "hold several acquisitions, echoes or time points")
     if n < MIN_SLICES:
-        raise DicomError(folder, f"{name}: only {n} slice(s); a volume needs at least {MIN_SLICES} "
+        raise _NotAVolume(folder, f"{name}: only {n} slice(s); a volume needs at least {MIN_SLICES} "
                                  "(a localizer?)")
     tilt = _dicom2nifti_checks(folder, name, normal, dist, ordered)
     slice_step = float((dist[-1] - dist[0]) / (n - 1))
@@ -692,11 +701,11 @@ def _scan(root: Path, notify: Notify) -> StudyScan:
     skipped: list[SkippedSeries] = []
 
     def skip(uid: str, paths: list[Path], ds: Dataset, reason: str, is_image: bool,
-             error: DicomError | None = None, n: int = 0) -> None:
+             error: DicomError | None = None, n: int = 0, broken: bool = False) -> None:
         entry = SkippedSeries(
             uid=uid, folder=root, files=tuple(paths), reason=reason, is_image=is_image,
             description=str(ds.get("SeriesDescription", "") or ""), series_number=_series_number(ds),
-            modality=str(ds.get("Modality", "") or ""), num_slices=n, error=error)
+            modality=str(ds.get("Modality", "") or ""), num_slices=n, error=error, broken=broken)
         prefix = f"{entry.label()}: "  # the error names the series; the entry does already
         skipped.append(replace(entry, reason=reason[len(prefix):]) if reason.startswith(prefix) else entry)
 
@@ -727,7 +736,8 @@ def _scan(root: Path, notify: Notify) -> StudyScan:
         try:
             s = _build_series(root, uid, group.slices)
         except DicomError as exc:
-            skip(uid, paths, group.first, exc.problem, True, exc, len(group.slices))
+            skip(uid, paths, group.first, exc.problem, True, exc, len(group.slices),
+                 broken=not isinstance(exc, _NotAVolume))
             continue
         series.append(replace(s, sop_class=_sop_class_name(group.first)))
     series.sort(key=_sort_key)
@@ -737,6 +747,8 @@ def _scan(root: Path, notify: Notify) -> StudyScan:
 
 
 def _skip_line(s: SkippedSeries) -> str:
+    if s.broken:
+        return f"{s.folder}: error in {s.label()}, not converted: {s.reason}"
     return f"{s.folder}: skipped {s.label()}: {s.reason}"
 
 
@@ -875,7 +887,7 @@ def split_series(series: DicomSeries, slices_per_group: int, *, drop_remainder: 
                  notify: Notify | None = None) -> ChunkPlan:
     """Cut ``series`` into consecutive chunks of ``slices_per_group`` slices (in position order).
 
-    Unlike the tutorial's ``int(len / number_slices)`` groups, the short last chunk is
+    Unlike the source guide's ``int(len / number_slices)`` groups, the short last chunk is
     kept by default; either way a line (``notify``, else a :class:`DicomWarning`) says
     which chunk is short and whether it was kept or dropped, and the returned
     :class:`ChunkPlan` records it.
@@ -1174,9 +1186,10 @@ def convert_study(in_dir: str | os.PathLike, out_dir: str | os.PathLike,
     """Convert every series of ``in_dir`` that forms a volume to ``out_dir/<name>.nii.gz``.
 
     Series that are not volumes are skipped (:func:`scan_study`), each with one line to
-    ``notify`` (else a :class:`DicomWarning`). A series that fails to convert -- too short
-    a chunk, a tilt with ``tilt_correction=False``, pixels that cannot be decoded -- is
-    reported the same way and leaves no file behind (chunks of it already written are
+    ``notify`` (else a :class:`DicomWarning`). A series that fails -- a missing or duplicate
+    slice, too short a chunk, a tilt with ``tilt_correction=False``, pixels that cannot be
+    decoded -- is reported the same way, as an error, with the status ``failed``, and leaves
+    no file behind (chunks of it already written are
     removed); the others are still converted. Names come from series number and
     description (:func:`series_name`; a hash of the UID tells apart two series that share
     both). With ``slices_per_group`` each series is cut by :func:`split_series`. Returns a
@@ -1204,7 +1217,7 @@ def convert_study(in_dir: str | os.PathLike, out_dir: str | os.PathLike,
     outcomes: dict[int, SeriesOutcome] = {}
     order = sorted([*scan.series, *scan.skipped], key=_sort_key)
     for s in scan.skipped:
-        outcomes[id(s)] = _outcome(s, "skipped", s.reason)
+        outcomes[id(s)] = _outcome(s, "failed" if s.broken else "skipped", s.reason)
     for s in scan.series:
         stem = series_name(s)
         if names[stem] > 1:  # two series with the same number and description

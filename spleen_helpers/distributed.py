@@ -37,19 +37,12 @@ from typing import Any
 import torch
 
 from . import errors
-from .config import CHOICES, CourseConfig, config_for
+from .config import CHOICES, CourseConfig, config_for, positive_int
 from .errors import ConfigError, CourseError
 
 __all__ = ["BACKENDS", "launch", "main", "run_training", "train_arguments", "training_overrides"]
 
 BACKENDS = ("auto", "gloo", "nccl")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def train_arguments(add_help: bool = False) -> argparse.ArgumentParser:
@@ -66,7 +59,7 @@ def train_arguments(add_help: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a run")
     p.add_argument("--no-progress", action="store_true", help="a log line per epoch instead of a progress bar")
-    p.add_argument("--nproc", type=_positive_int, default=1,
+    p.add_argument("--nproc", type=positive_int, default=1,
                    help="train with N processes on this machine (DistributedDataParallel): one per GPU, or "
                         "N CPU processes; each takes ceil(cases / N) training cases, a step averages their "
                         "gradients. Resume with the same N. Under torchrun leave it out (default 1)")

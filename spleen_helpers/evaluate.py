@@ -39,12 +39,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from .config import CourseConfig
-from .data import (case_name, load_datalist, load_test_cases, split_datalist, validate_case, volume_ml,
+from .data import (case_name, load_datalist, load_test_cases, open_nifti, split_datalist, validate_case, volume_ml,
                    voxel_spacing)
 from .errors import ConfigError, DataError
 from .fileio import atomic_path, write_json_atomic
@@ -375,7 +374,7 @@ def evaluate_cases(model_path: str | os.PathLike, data_dir: str | os.PathLike, o
         name = case_name(item["image"])
         info = validate_case(item["image"], item["label"])
         mask, affine = predict_volume(model, info.image, cfg, torch_device)
-        ref = np.asanyarray(nib.load(info.label).dataobj)
+        ref = open_nifti(info.label, "label", read_data=True)[1]
         spacing = voxel_spacing(affine)
         metrics = case_metrics(mask, ref, spacing)
         saved = save_mask(mask, affine, masks_dir / f"{name}.nii.gz") if masks_dir else None

@@ -1,7 +1,7 @@
 """Training history: per-epoch loss, validation Dice, timing; saved as JSON and CSV; plotted.
 
-The learning-curve plot marks the best epoch on the validation point it belongs to. (MONAI's
-tutorial plot indexes ``train_loss[best_metric_epoch]`` and ``val_dice[best_metric_epoch // 2]``,
+The learning-curve plot marks the best epoch on the validation point it belongs to. (The course's
+source guide plots with ``train_loss[best_metric_epoch]`` and ``val_dice[best_metric_epoch // 2]``,
 both one off, because epochs count from 1 and validation runs every ``val_interval`` epochs.)
 
 Example:

@@ -49,6 +49,7 @@ from matplotlib.patches import Rectangle
 from monai.transforms import RandCropByPosNegLabeld
 
 from .config import CourseConfig
+from .data import volume_ml
 from .errors import ConfigError, DataError
 from .figures import NotebookFigure
 from .transforms import train_transforms
@@ -239,7 +240,7 @@ def apply_step_by_step(data: Mapping[str, Any], steps: Sequence[Callable[[Any], 
             image_slice=np.array(plane, dtype=np.float32),
             label_slice=None if label is None else np.take(label, k, axis=axis) > 0,
             spleen_voxels=voxels,
-            spleen_ml=None if voxels is None or spacing is None else voxels * math.prod(spacing) / 1000.0,
+            spleen_ml=None if voxels is None or spacing is None else volume_ml(voxels, spacing),
             crop_box=crop_box, seconds=seconds, affine=affine))
     return summaries
 

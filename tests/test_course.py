@@ -64,7 +64,7 @@ def test_notebook_01_runs_with_injected_case_and_chunk_size(tmp_path: Path, home
     assert summary.ok and summary.notebooks[0].status == "ok"
     executed = out / "01_dicom_nifti_basics.ipynb"
     text = executed_text(executed)
-    # the notebook's default is case 1 in chunks of 10; the injected values must show instead
+    # the notebook's default is case 1 in chunks of 8; the injected values must show instead
     assert "synthetic abdomen CT case 2" in text and "case 1" not in text
     assert "16 slices in groups of 4 -> 4, 4, 4, 4" in text
     assert "spleen_2.nii.gz" in text
@@ -79,6 +79,22 @@ def test_notebook_01_runs_with_injected_case_and_chunk_size(tmp_path: Path, home
     assert saved["data_dir"] == str(data.resolve())
     assert "| 01_dicom_nifti_basics.ipynb | ok |" in (out / "summary.md").read_text()
     assert not (home / "data").exists()  # data_dir and dicom_dir given: no phantom made
+
+
+@pytest.mark.slow
+def test_notebook_01_takes_a_study_folder_of_your_own(tmp_path: Path, home: Path) -> None:
+    """``dicom_dir`` alone, pointing at a whole study (a localizer, two CT reconstructions, a
+    dose report): the notebook picks the CT series by the documented rule and runs to the end."""
+    from spleen_helpers.synthetic import write_phantom_study
+
+    study = write_phantom_study(tmp_path / "study")
+    out = tmp_path / "course"
+    summary = run_course(out, notebooks=["01"], cell_timeout=300, parameters={"dicom_dir": str(study)})
+    assert summary.ok and summary.notebooks[0].status == "ok", summary.notebooks[0]
+    text = executed_text(out / "01_dicom_nifti_basics.ipynb")
+    assert "chosen: series #3 'abdomen 3 mm'" in text     # the reconstruction with the most slices
+    copied = out / "outputs" / "01_dicom_nifti_basics" / "your_series"
+    assert len(list(copied.iterdir())) == 23 and not (home / "data").exists()
 
 
 def test_summary_reads_dice_from_history_and_a_failing_cell_stops_the_course(

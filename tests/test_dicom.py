@@ -136,7 +136,7 @@ def test_two_series_in_one_folder_give_two_volumes(tmp_path: Path) -> None:
 
 def test_missing_slice_is_refused(synth_dir: Path, tmp_path: Path) -> None:
     (synth_dir / "CT_00004.dcm").unlink()
-    with pytest.warns(DicomWarning, match="skipped .*missing slice"), \
+    with pytest.warns(DicomWarning, match="error in .*not converted: missing slice"), \
             pytest.raises(DicomError, match="no series could be converted .*missing slice") as err:
         dicom_dir_to_nifti(synth_dir, tmp_path / "out")
     one_line_naming(err, synth_dir)
@@ -457,9 +457,12 @@ def test_a_series_with_a_missing_slice_stops_only_itself(study: Path, tmp_path: 
     result = convert_study(study, tmp_path / "out", notify=lines.append)
     assert [p.name for p in result.written] == ["003_abdomen_3_mm.nii.gz"]
     second = _outcomes(result)[2]
-    assert second.status == "skipped" and second.reason.startswith("missing slice(s)")
+    assert second.status == "failed" and second.reason.startswith("missing slice(s)")
     assert "CT_00004.dcm -> CT_00006.dcm" in second.reason
-    assert any("missing slice" in line and "'abdomen 6 mm'" in line for line in lines)
+    assert any(line.startswith(f"{study}: error in series #2 'abdomen 6 mm'")
+               and "not converted: missing slice(s)" in line for line in lines)
+    assert "failed: missing slice(s)" in result.table()
+    assert [o.status for o in result.outcomes] == ["skipped", "failed", "written", "skipped"]
     with pytest.raises(DicomError, match="missing slice"):  # the strict form still refuses
         find_series(study / "02_ct")
 

@@ -23,7 +23,7 @@ from spleen_helpers.dicom_seg import (
 )
 from spleen_helpers.errors import DataError, DicomError
 from spleen_helpers.synthetic import PhantomSpec, generate_case, write_ct_series
-from support import skip_or_fail
+from spleen_helpers.data import sample_ct
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 
@@ -136,16 +136,15 @@ def test_the_series_is_found_by_its_grid_in_a_study_folder(tmp_path: Path) -> No
 
 # ------------------------------------------------------------------ the real Siemens series
 @pytest.fixture(scope="module")
-def real(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
-    folder = shared_data / "totalsegmentator-example" / "ct_dicom"
-    reference = shared_data / "totalsegmentator-example" / "ct_dicom_seg.nii.gz"
-    if not folder.is_dir() or not reference.is_file():
-        skip_or_fail(f"{folder} is not in this checkout's shared data")
+def real(tmp_path_factory: pytest.TempPathFactory):
+    """The real series that comes with the course (data/samples), and its spleen mask."""
+    sample = sample_ct()
+    folder, reference = sample.dicom_dir, sample.dicom_seg
     series = find_series(folder)[0]
     ct = nib.load(convert_series(series, tmp_path_factory.mktemp("real") / "ct.nii.gz"))
     ref = nib.load(reference)
     assert np.allclose(ref.affine, ct.affine)
-    spleen = (np.asanyarray(ref.dataobj) == 1).astype(np.uint8)
+    spleen = (np.asanyarray(ref.dataobj) == sample.SPLEEN_LABEL).astype(np.uint8)
     return folder, series, spleen, ct.affine
 
 

@@ -17,7 +17,7 @@ from spleen_helpers.data import sample_ct
 from spleen_helpers.errors import CheckpointError, ConfigError, DataError, DicomError
 from spleen_helpers.predict import invertd_mask, predict_file, predict_volume, save_mask
 from spleen_helpers.tools import cli
-from support import ThresholdNet, dice, level_for, lps_case, save_nifti, skip_or_fail, tiny_cfg
+from support import ThresholdNet, dice, level_for, lps_case, save_nifti, tiny_cfg
 
 # ----------------------------------------------------------------- original image space
 def test_prediction_comes_back_on_the_lps_anisotropic_grid(tmp_path: Path) -> None:
@@ -393,11 +393,8 @@ def test_cli_predict_dicom_seg(tiny_model: Path, tmp_path: Path, capsys) -> None
     assert "--fill-missing-uids needs --dicom-seg" in capsys.readouterr().err
 
 
-def test_anonymised_real_series_needs_fill_missing_uids(shared_data: Path, tiny_model: Path,
-                                                        tmp_path: Path, capsys) -> None:
-    folder = shared_data / "totalsegmentator-example" / "ct_dicom"
-    if not folder.is_dir():
-        skip_or_fail(f"{folder} is not in this checkout's shared data")
+def test_anonymised_real_series_needs_fill_missing_uids(tiny_model: Path, tmp_path: Path, capsys) -> None:
+    folder = sample_ct().dicom_dir   # the real series that comes with the course (data/samples)
     args = ["predict", "--model", str(tiny_model), "--input", str(folder), "--output",
             str(tmp_path / "m.nii.gz"), "--dicom-seg", str(tmp_path / "seg.dcm"), "--device", "cpu"]
     assert cli.main(args) == 2

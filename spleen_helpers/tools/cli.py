@@ -17,18 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import __version__
+from ..config import positive_int
 from ..errors import ConfigError, CourseError
 
 __all__ = ["main", "build_parser"]
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _non_negative_int(text: str) -> int:
@@ -44,8 +38,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
                        description="Write a synthetic abdominal CT phantom with spleen labels in the "
                                    "Medical Segmentation Decathlon Task09 layout.")
     p.add_argument("--out", type=Path, required=True, help="output data directory")
-    p.add_argument("--cases", type=_positive_int, default=12, help="number of training cases (default 12)")
-    p.add_argument("--shape", type=_positive_int, nargs=3, metavar=("Z", "Y", "X"),
+    p.add_argument("--cases", type=positive_int, default=12, help="number of training cases (default 12)")
+    p.add_argument("--shape", type=positive_int, nargs=3, metavar=("Z", "Y", "X"),
                    default=None, help="voxels per volume: slices, rows, columns")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"), default=None,
                    help="voxel spacing in mm (x, y, z)")
@@ -96,7 +90,7 @@ def _add_dicom2nifti(sub: argparse._SubParsersAction) -> None:
                "when at least one series was written, 2 with one error line when none was.")
     p.add_argument("in_dir", type=Path, metavar="IN_DIR", help="folder with DICOM files (searched recursively)")
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="folder for the .nii.gz files")
-    p.add_argument("--slices-per-group", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--slices-per-group", type=positive_int, default=None, metavar="N",
                    help="cut each series into chunks of N slices (the short last chunk is kept)")
     p.add_argument("--drop-remainder", action="store_true",
                    help="with --slices-per-group: drop the short last chunk (reported) instead of keeping it")
