@@ -347,3 +347,27 @@ def test_predict_with_the_bundle_uses_its_preprocessing(server: LocalServer, tmp
     mask = np.asarray(nib.load(out).dataobj)
     assert mask.shape == hu.shape and set(np.unique(mask)) <= {0, 1}
     assert "spleen volume" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_notebook_05_segments_the_study_with_the_bundle(server: LocalServer, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Notebook 05 with the pretrained bundle present (here a loopback bundle of a random UNet):
+    ``weights = "pretrained"`` takes it, with the bundle's own preprocessing, and the notebook
+    runs to its end (mask, SEG, viewers). Its own course home, so no other test sees the bundle."""
+    import nbformat
+
+    from spleen_helpers.tools.course import run_course
+
+    monkeypatch.setenv("SPLEEN_COURSE_HOME", str(tmp_path / "home"))
+    bundle = download_pretrained(url=server.url("/bundle.zip"), progress=False, log=lambda _: None)
+    assert bundle.path.is_relative_to(tmp_path / "home")
+    out = tmp_path / "course"
+    summary = run_course(out, notebooks=["05"], cell_timeout=300, parameters={"weights": "pretrained"})
+    assert summary.ok and summary.notebooks[0].status == "ok", summary.notebooks[0]
+    text = "".join(o.get("text", "") for c in nbformat.read(out / "05_segment_a_study.ipynb", as_version=4).cells
+                   for o in c.get("outputs", []))
+    expected = bundle.config
+    assert "source: pretrained" in text
+    assert f"pixdim {expected.pixdim} mm" in text and f"window {expected.roi_size}" in text
+    assert f"weights : pretrained ({bundle.path}" in text
