@@ -229,10 +229,14 @@ class CourseConfig:
         * patches of 64 × 64 × 16 voxels (one per volume: the voxels of the previous two 32³
           patches) hold a whole cross-section of the spleen with its neighbours; the sliding
           window has the patch's size, so validation sees what training saw;
-        * the learning rate falls by 1.5 % per epoch (``lr_decay``): at a constant 2e-3 the
+        * the learning rate falls by 1 % per epoch (``lr_decay``): at a constant rate the
           validation Dice fell by up to 0.14 between validations late in training -- the
           batch-norm statistics of 2-patch batches and the steps' noise, measured apart --
           and with the decay it rises smoothly;
+        * one residual unit per block (the tutorial's UNet has two) at twice the tutorial's
+          learning rate, for 160 epochs: each step costs a fifth less, and over seeds 0-2 the
+          best validation Dice is 0.957-0.959 in about 35 s of training on 2 cores, where the
+          two-unit network reached 0.93 in 80 epochs (21 s) and 0.95 in 160 (42 s);
         * Dice + cross-entropy (the loss of MONAI's spleen bundle) reaches Dice 0.9 in about half
           the steps of Dice alone; with the volumes cached, a plain ``DataLoader`` without worker
           processes feeds the model best on 2 cores (a ``ThreadDataLoader``'s thread competes
@@ -244,10 +248,11 @@ class CourseConfig:
             patch_size=(64, 64, 16),
             num_samples=1,
             channels=(16, 32, 64, 128, 256),
-            learning_rate=2e-3,
-            lr_decay=0.985,
+            num_res_units=1,
+            learning_rate=4e-3,
+            lr_decay=0.99,
             loss="dicece",
-            max_epochs=80,
+            max_epochs=160,
             val_interval=5,
             batch_size=2,
             num_workers=0,
