@@ -233,12 +233,14 @@ class CourseConfig:
           validation Dice fell by up to 0.14 between validations late in training -- the
           batch-norm statistics of 2-patch batches and the steps' noise, measured apart --
           and with the decay it rises smoothly;
-        * one residual unit per block (the tutorial's UNet has two) at twice the tutorial's
-          learning rate, for 160 epochs: each step costs a fifth less, and over seeds 0-2 the
-          best validation Dice is 0.957-0.959 in about 35 s of training on 2 cores, where the
-          two-unit network reached 0.93 in 80 epochs (21 s) and 0.95 in 160 (42 s);
-        * Dice + cross-entropy (the loss of MONAI's spleen bundle) reaches Dice 0.9 in about half
-          the steps of Dice alone; with the volumes cached, a plain ``DataLoader`` without worker
+        * one residual unit per block (the tutorial's UNet has two) at a learning rate of
+          4e-3 (twice the previous profile's), for 160 epochs: each step costs a fifth less,
+          and over seeds 0-2 the best validation Dice is 0.957-0.959 in about 35 s of training
+          on 2 cores, where the two-unit network reached 0.93 in 80 epochs (21 s) and 0.95 in
+          160 (42 s);
+        * Dice + cross-entropy (the loss of MONAI's spleen bundle) reached Dice 0.9 in about half
+          the steps of Dice alone on the earlier 4 mm profile (on this one, short runs of either
+          differ more from seed to seed than from each other: notebook 03, exercise 1); with the volumes cached, a plain ``DataLoader`` without worker
           processes feeds the model best on 2 cores (a ``ThreadDataLoader``'s thread competes
           with torch's own).
         """

@@ -1189,8 +1189,8 @@ def convert_study(in_dir: str | os.PathLike, out_dir: str | os.PathLike,
     ``notify`` (else a :class:`DicomWarning`). A series that fails -- a missing or duplicate
     slice, too short a chunk, a tilt with ``tilt_correction=False``, pixels that cannot be
     decoded -- is reported the same way, as an error, with the status ``failed``, and leaves
-    no file behind (chunks of it already written are
-    removed); the others are still converted. Names come from series number and
+    no file behind (chunks of it already written are removed); the others are still
+    converted. Names come from series number and
     description (:func:`series_name`; a hash of the UID tells apart two series that share
     both). With ``slices_per_group`` each series is cut by :func:`split_series`. Returns a
     :class:`StudyConversion` listing every series; raises :class:`DicomError` only for
