@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -443,24 +444,38 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
     return TrainResult(run_dir=run_dir, config=cfg, history=history, epochs_run=epochs_run)
 
 
+def _trained_on(run_dir: str | os.PathLike) -> str | None:
+    """The data folder a run recorded in its ``config.json`` (None when it recorded none)."""
+    try:
+        return json.loads(RunLayout(run_dir).config_json.read_text()).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def find_or_train_model(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
                         fallback_dir: str | os.PathLike, max_epochs: int,
                         cfg: CourseConfig | None = None, log: Callable[[str], None] = print,
                         **overrides: Any) -> Path:
     """The best model of ``run_dir``; if there is none, a short run trained in ``fallback_dir``.
 
-    ``run_dir`` itself is never written to (the training notebook or CLI owns it). An
-    existing best model in ``fallback_dir`` is reused. Training validates after its last
-    epoch, so the short run always saves a best model.
+    ``run_dir`` itself is never written to (the training notebook or CLI owns it); a model
+    there that was trained on another data set than ``data_dir`` is still used, with a line
+    that says so. An existing best model in ``fallback_dir`` is reused only when it was
+    trained on ``data_dir`` (another phantom seed is another data set); otherwise the short
+    run is trained again. Training validates after its last epoch, so the short run always
+    saves a best model.
 
     >>> find_or_train_model("runs/unet", "data/synthetic", "runs/04/fallback", 2)  # doctest: +SKIP
     """
+    wanted = str(Path(data_dir).resolve())
     best = RunLayout(run_dir).best_model
     if best.is_file():
-        log(f"using the trained model {best}")
+        trained_on = _trained_on(run_dir)
+        log(f"using the trained model {best}" + ("" if trained_on in (None, wanted) else
+            f" (note: trained on {trained_on}, not on {wanted})"))
         return best
     fallback = RunLayout(fallback_dir).best_model
-    if fallback.is_file():
+    if fallback.is_file() and _trained_on(fallback_dir) == wanted:
         log(f"no model in {run_dir}; using the short fallback run {fallback}")
         return fallback
     if int(max_epochs) < 1:

@@ -322,6 +322,28 @@ def test_find_or_train_model_prefers_the_run_then_trains_a_fallback(tiny_model: 
     assert "using the short fallback run" in lines[-1]
 
 
+def test_a_model_trained_on_another_data_set_is_named_or_trained_again(synthetic_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    """Another phantom seed is another data set: the fallback run trained on one is not reused
+    for the other (it would score its own training cases); a model of the run folder is used,
+    with a line that names the data it was trained on."""
+    from spleen_helpers.synthetic import write_synthetic_dataset
+
+    other = write_synthetic_dataset(tmp_path / "other", num_cases=6, seed=1)
+    cfg = tiny_cfg(val_interval=2)
+    first = find_or_train_model(tmp_path / "no_run", other, tmp_path / "fb", 1, cfg=cfg, log=lambda _: None)
+    lines: list[str] = []
+    again = find_or_train_model(tmp_path / "no_run", synthetic_dir, tmp_path / "fb", 1, cfg=cfg, log=lines.append)
+    assert again == first and "training a short 1-epoch run" in lines[0]
+    recorded = json.loads((tmp_path / "fb" / "config.json").read_text())["data_dir"]
+    assert recorded == str(synthetic_dir.resolve())
+    lines.clear()
+    assert find_or_train_model(tmp_path / "fb", other, tmp_path / "fb2", 1, log=lines.append) == again
+    assert lines == [f"using the trained model {again} (note: trained on {synthetic_dir.resolve()}, "
+                     f"not on {other.resolve()})"]
+    assert not (tmp_path / "fb2").exists()
+
+
 def test_train_is_the_plain_monai_loop(synthetic_dir, tmp_path) -> None:
     """train() gives, bit for bit, the losses of the loop notebook 03 writes out by hand (a
     progress bar that wrapped the DataLoader drew one extra random number per epoch)."""
