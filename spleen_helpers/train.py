@@ -460,9 +460,9 @@ def find_or_train_model(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
 
     ``run_dir`` itself is never written to (the training notebook or CLI owns it); a model
     there that was trained on another data set than ``data_dir`` is still used, with a line
-    that says so. An existing best model in ``fallback_dir`` is reused only when it was
-    trained on ``data_dir`` (another phantom seed is another data set); otherwise the short
-    run is trained again. Training validates after its last epoch, so the short run always
+    that says so. An existing best model in ``fallback_dir`` is reused unless its run
+    recorded another data set than ``data_dir`` (another phantom seed is another data set);
+    then the short run is trained again. Training validates after its last epoch, so the short run always
     saves a best model.
 
     >>> find_or_train_model("runs/unet", "data/synthetic", "runs/04/fallback", 2)  # doctest: +SKIP
@@ -475,7 +475,7 @@ def find_or_train_model(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
             f" (note: trained on {trained_on}, not on {wanted})"))
         return best
     fallback = RunLayout(fallback_dir).best_model
-    if fallback.is_file() and _trained_on(fallback_dir) == wanted:
+    if fallback.is_file() and _trained_on(fallback_dir) in (None, wanted):   # None: not recorded
         log(f"no model in {run_dir}; using the short fallback run {fallback}")
         return fallback
     if int(max_epochs) < 1:
