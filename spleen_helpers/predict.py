@@ -279,8 +279,9 @@ def predict_volume(model: torch.nn.Module, image_path: str | os.PathLike, cfg: C
 
     ``mask`` is ``uint8`` (1 = spleen) with exactly the file's shape and voxel order;
     ``affine`` is the file's affine. ``keep_largest`` defaults to
-    ``cfg.keep_largest_component``. Preprocessing, the network and the way back to the
-    image's grid (:func:`spleen_mask_in_image_space`) run on ``device``.
+    ``cfg.keep_largest_component``. Preprocessing, the network (in a window no larger than
+    the image, :func:`window_for`) and the way back to the image's grid
+    (:func:`spleen_mask_in_image_space`) run on ``device``.
 
     >>> from spleen_helpers.model import build_unet                       # doctest: +SKIP
     >>> mask, affine = predict_volume(build_unet(cfg).eval(), "ct.nii.gz", cfg)  # doctest: +SKIP

@@ -462,8 +462,8 @@ def find_or_train_model(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
     there that was trained on another data set than ``data_dir`` is still used, with a line
     that says so. An existing best model in ``fallback_dir`` is reused unless its run
     recorded another data set than ``data_dir`` (another phantom seed is another data set);
-    then the short run is trained again. Training validates after its last epoch, so the short run always
-    saves a best model.
+    then the short run is trained again. Training validates after its last epoch, so the
+    short run always saves a best model.
 
     >>> find_or_train_model("runs/unet", "data/synthetic", "runs/04/fallback", 2)  # doctest: +SKIP
     """
