@@ -116,6 +116,7 @@ def load_image_for_inference(image_path: str | os.PathLike, cfg: CourseConfig,
     """
     from monai.data import MetaTensor
     from monai.transforms import SpatialCropd
+    from monai.transforms.utils import generate_spatial_bounding_box
 
     path = Path(image_path)
     img, voxels = open_nifti(path, read_data=True)
@@ -134,12 +135,10 @@ def load_image_for_inference(image_path: str | os.PathLike, cfg: CourseConfig,
         if threshold is None:
             order = [scale, steps["CropForegroundd"], orient, spacing]   # MONAI's own order, exactly
         else:
-            inside = image[0] > threshold
+            inside = image.as_tensor() > threshold
             if bool(inside.any()):
-                found = [torch.nonzero(inside.any(dim=tuple(a for a in range(3) if a != axis))).flatten()
-                         for axis in range(3)]
-                data = SpatialCropd(keys="image", roi_start=[int(f[0]) for f in found],
-                                    roi_end=[int(f[-1]) + 1 for f in found])(data)
+                first, end = generate_spatial_bounding_box(inside, select_fn=lambda v: v)
+                data = SpatialCropd(keys="image", roi_start=first, roi_end=end)(data)
             order = [scale, orient, spacing]
         for step in order:
             data = step(data)
@@ -189,6 +188,7 @@ def spleen_mask_in_image_space(spleen: torch.Tensor, image: Any, shape: tuple[in
     """
     from monai.data import MetaTensor
     from monai.transforms import KeepLargestConnectedComponent, SpatialResample
+    from monai.transforms.utils import generate_spatial_bounding_box
 
     shape = tuple(int(s) for s in shape[:3])
     mask = np.zeros(shape, np.uint8)
@@ -196,10 +196,8 @@ def spleen_mask_in_image_space(spleen: torch.Tensor, image: Any, shape: tuple[in
     if not bool(inside.any()):
         return mask
     size = np.asarray(spleen.shape)
-    found = [torch.nonzero(inside.any(dim=tuple(a for a in range(3) if a != axis))).flatten()
-             for axis in range(3)]
-    lo = np.array([int(f[0]) for f in found]) - 1
-    hi = np.array([int(f[-1]) for f in found]) + 1
+    first, end = generate_spatial_bounding_box(inside[None], select_fn=lambda v: v)
+    lo, hi = np.asarray(first) - 1, np.asarray(end)   # one voxel more on each side (end is exclusive)
     start, stop = np.maximum(lo, 0), np.minimum(hi, size - 1)
     net_affine = np.asarray(image.affine, np.float64)
     shift = np.eye(4)

@@ -409,7 +409,8 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
             epoch_loss /= max(steps, 1)
             scheduler.step()
             message = f"epoch {epoch}/{cfg.max_epochs} loss {epoch_loss:.4f}"
-            if epoch % cfg.val_interval == 0 or epoch == cfg.max_epochs:
+            validating = epoch % cfg.val_interval == 0 or epoch == cfg.max_epochs
+            if validating:
                 if distributed:  # every process validates the network rank 0 saves
                     for buffer in net.buffers():
                         dist.broadcast(buffer, src=0)
@@ -430,7 +431,7 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
                 save_checkpoint(training_state(epoch, net, optimizer, scaler, history, train_tf, cfg, scheduler,
                                                rng_states), ckpt_path)
                 history.save(run_dir)
-                if epoch % cfg.val_interval == 0 or epoch == cfg.max_epochs:  # the plot changes little in between
+                if validating:  # the plot changes little in between
                     plot_learning_curves(history, layout.learning_curves)
             bar.set_postfix_str(f"epoch {epoch} loss {epoch_loss:.4f}{history.describe_last(', ')}",
                                 refresh=False)
