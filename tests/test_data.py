@@ -283,6 +283,22 @@ def test_corrupt_gzip_block_is_caught(pair: tuple[Path, Path]) -> None:
     assert_one_line(exc, str(img), "corrupt")
 
 
+def test_multi_member_gzip_reads_every_member(tmp_path: Path) -> None:
+    """A ``.nii.gz`` written as two gzip members (``cat a.gz b.gz``) reads whole, as gzip does."""
+    from spleen_helpers.data import open_nifti
+
+    voxels = np.arange(12 * 12 * 6, dtype=np.int16).reshape(12, 12, 6)
+    raw = nib.Nifti1Image(voxels, np.eye(4)).to_bytes()
+    path = tmp_path / "two_members.nii.gz"
+    path.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    _, read = open_nifti(path, read_data=True)
+    np.testing.assert_array_equal(read, voxels)
+    path.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:])[:-9])  # second member cut
+    with pytest.raises(DataError) as exc:
+        open_nifti(path, read_data=True)
+    assert_one_line(exc, str(path), "corrupt or truncated")
+
+
 def test_not_an_image(pair: tuple[Path, Path]) -> None:
     img, lab = pair
     lab.write_text("this is not a NIfTI file\n")

@@ -166,6 +166,36 @@ def test_the_block_resampling_is_invertd_voxel_for_voxel(tmp_path: Path, order: 
             assert reference.sum() > 1000 and int((fast != reference).sum()) <= 10, (image.name, type(net).__name__)
 
 
+def test_keep_largest_resamples_only_the_largest_components_block() -> None:
+    """A stray island across the grid changes neither the mask nor, with keep_largest, the size of
+    the block that is resampled (the island alone is resampled without it)."""
+    from monai.data import MetaTensor
+    from monai.transforms import SpatialResample
+
+    from spleen_helpers.predict import spleen_mask_in_image_space
+
+    grid = MetaTensor(torch.zeros(1, 40, 40, 20), affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))
+    p = torch.zeros(40, 40, 20)
+    p[5:15, 6:18, 4:12] = 0.9   # the organ
+    p[34:36, 34:36, 16:18] = 0.8  # a stray island on the far side
+    image_affine = np.diag([1.0, 1.0, 1.5, 1.0])
+    sizes: list[tuple[int, ...]] = []
+    original = SpatialResample.__call__
+
+    def recording(self, img, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sizes.append(tuple(kwargs["spatial_size"]))
+        return original(self, img, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SpatialResample, "__call__", recording)
+        kept = spleen_mask_in_image_space(p, grid, (80, 80, 40), image_affine, keep_largest=True)
+        everything = spleen_mask_in_image_space(p, grid, (80, 80, 40), image_affine, keep_largest=False)
+    island = np.zeros_like(everything)
+    island[60:, 60:, 28:] = everything[60:, 60:, 28:]
+    assert island.sum() > 0 and np.array_equal(kept, everything - island)
+    assert np.prod(sizes[0]) < 0.5 * np.prod(sizes[1]), sizes
+
+
 def test_an_empty_prediction_is_an_empty_mask(tmp_path: Path) -> None:
     path, hu, _ = lps_case(tmp_path)
     cfg = tiny_cfg(pixdim=(3.0, 2.0, 4.0))
