@@ -23,8 +23,9 @@ and ``large_files.yml`` (where each large file comes from and its md5). This mod
   window, overlap) into a :class:`~spleen_helpers.config.CourseConfig` with
   ``transform_order="bundle"``, so :func:`spleen_helpers.predict.predict_volume` runs the
   bundle's own preprocessing, read from its config, not retyped;
-* chooses the weights a notebook or command uses (:func:`choose_model`): the learner's
-  trained model, else the pretrained bundle, else a short training run.
+* is where :func:`spleen_helpers.train.choose_model` finds the bundle when it picks the
+  weights a notebook uses (a model trained on real data first, then the bundle, then a
+  phantom-trained model).
 
 The current bundle's ``large_files.yml`` gives ``models/model.pt`` the md5
 ``be4fa95e236df91766147c112ee6fafd`` (bundle versions 0.5.9 and later); the check always
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import urllib.error
 import warnings
 from collections.abc import Callable
@@ -339,7 +341,7 @@ def _fetch_weights(bundle: Path, progress: bool) -> None:
 
 
 def download_pretrained(root: str | os.PathLike | None = None, *, url: str | None = None,
-                        version: str | None = None, progress: bool = True,
+                        version: str | None = None, progress: bool = True, timeout: float | None = None,
                         log: Callable[[str], None] = print) -> PretrainedBundle:
     """Download and check MONAI's ``spleen_ct_segmentation`` bundle into ``root/spleen_ct_segmentation``.
 
@@ -348,7 +350,9 @@ def download_pretrained(root: str | os.PathLike | None = None, *, url: str | Non
     ``url`` the zip archive there (holding a ``spleen_ct_segmentation/`` folder). Nothing
     is downloaded when a checked bundle is already in place. A failed download, a wrong
     md5 or a bundle the course cannot use raises a one-line CourseError and leaves no
-    bundle folder and no temporary files behind.
+    bundle folder and no temporary files behind. ``timeout`` (seconds) bounds every connect
+    and every read of the download, so that a machine without network says so quickly
+    instead of waiting for the system's own timeout (None: the system's).
     """
     from monai.bundle import download
 
@@ -366,6 +370,10 @@ def download_pretrained(root: str | os.PathLike | None = None, *, url: str | Non
         raise DataError(root_dir, "is not a folder")
     staging = staging_dir(root_dir, BUNDLE_NAME)
     where = url or f"MONAI's model zoo ({BUNDLE_NAME} {version or 'latest'})"
+    # MONAI's downloads (urllib, requests) open their sockets with the process's default timeout.
+    previous_timeout = socket.getdefaulttimeout()
+    if timeout is not None:
+        socket.setdefaulttimeout(float(timeout))
     try:
         log(f"downloading {where} to {root_dir}")
         # MONAI logs each step and failure in several lines; the course reports in one.
@@ -403,6 +411,7 @@ def download_pretrained(root: str | os.PathLike | None = None, *, url: str | Non
         except OSError as exc:
             raise DataError(target, f"cannot move the bundle into place ({exc.strerror or exc})") from None
     finally:
+        socket.setdefaulttimeout(previous_timeout)
         shutil.rmtree(staging, ignore_errors=True)
     bundle = PretrainedBundle(path=target, version=bundle.version, weights=target / WEIGHTS_FILE,
                               weights_md5=bundle.weights_md5, config=bundle.config)

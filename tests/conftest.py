@@ -34,8 +34,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """Keep test runs away from a student's own data and runs, and keep notebooks short.
 
     Notebooks executed by nbmake inherit this environment: they write under a throw-away
-    course home (not the checkout's ``runs/``, where ``make course`` keeps its model) and
-    run in their quick mode unless the caller set ``SPLEEN_QUICK`` explicitly.
+    course home (not the checkout's ``runs/``, where ``make course`` keeps its model),
+    run in their quick mode unless the caller set ``SPLEEN_QUICK`` explicitly, and never
+    download the pretrained bundle (``SPLEEN_DOWNLOAD_PRETRAINED=0``, whatever the caller
+    set: a test run must not depend on the network or fetch 20 MB).
     """
     if "SPLEEN_COURSE_HOME" not in os.environ:
         import tempfile
@@ -43,6 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
         home = tempfile.mkdtemp(prefix="spleen-course-tests-")
         os.environ["SPLEEN_COURSE_HOME"] = config._spleen_test_home = home  # type: ignore[attr-defined]
     os.environ.setdefault("SPLEEN_QUICK", "1")
+    os.environ["SPLEEN_DOWNLOAD_PRETRAINED"] = "0"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -277,8 +277,9 @@ def test_a_bundle_without_large_files_yml_cannot_be_checked(weights: bytes, tmp_
 
 
 # ------------------------------------------------------------------------ choosing weights
-def test_choose_model_prefers_trained_then_pretrained_then_the_fallback(
-        server: LocalServer, tmp_path: Path) -> None:
+def test_choose_model_prefers_real_anatomy_and_says_why(server: LocalServer, tmp_path: Path) -> None:
+    """"auto": a model trained on real data, else the bundle, else the phantom model (the
+    learner's, else the short fallback run), each with its reason; "phantom" is the last."""
     run_dir, fallback, pre = tmp_path / "run", tmp_path / "fallback", tmp_path / "pre"
     save_tiny_model(fallback)                     # reused: no training in this test
     said: list[str] = []
@@ -286,19 +287,57 @@ def test_choose_model_prefers_trained_then_pretrained_then_the_fallback(
               log=said.append)
     first = choose_model("auto", **kw)
     assert first.source == "fallback" and first.path == fallback / "best_metric_model.pth"
-    assert said[-1].startswith("weights: a short 1-epoch run")
+    assert not first.real_anatomy
+    assert said[-1].startswith("weights: a short 1-epoch run on the phantom")
+    assert "never seen real anatomy" in said[-1] and "no pretrained bundle" in said[-1]
+
+    save_tiny_model(run_dir)                      # the learner's model, trained on the phantom
+    second = choose_model("auto", **kw)
+    assert second.source == "trained" and second.path == run_dir / "best_metric_model.pth"
+    assert "trained on the phantom" in said[-1] and "never seen real anatomy" in said[-1]
 
     download_pretrained(pre, url=server.url("/bundle.zip"), progress=False, log=lambda _: None)
-    second = choose_model("auto", **kw)
-    assert second.source == "pretrained" and second.config.transform_order == "bundle"
-    assert "pretrained bundle" in said[-1]
+    third = choose_model("auto", **kw)            # the bundle now comes before the phantom model
+    assert third.source == "pretrained" and third.config.transform_order == "bundle" and third.real_anatomy
+    assert "pretrained bundle, trained on real CTs" in said[-1] and "was trained on the phantom" in said[-1]
+    phantom = choose_model("phantom", **kw)
+    assert phantom.source == "trained" and phantom.config.profile == "synthetic"
 
-    save_tiny_model(run_dir)
-    third = choose_model("auto", **kw)
-    assert third.source == "trained" and third.config.channels == (4, 8, 16)
+    save_tiny_model(run_dir, profile="msd")       # a model trained on real data comes first
+    fourth = choose_model("auto", **kw)
+    assert fourth.source == "trained" and fourth.real_anatomy and fourth.config.channels == (4, 8, 16)
+    assert "trained on real data (msd settings)" in said[-1]
+    fallback_again = choose_model("phantom", **kw)   # never the real-data model
+    assert fallback_again.source == "fallback" and fallback_again.path == fallback / "best_metric_model.pth"
     assert choose_model("pretrained", **kw).source == "pretrained"   # forced
+    assert choose_model("trained", **kw).source == "trained"
     named = choose_model(str(pre / BUNDLE_NAME), **kw)
     assert named.source == "file" and named.config.roi_size == (96, 96, 96)
+
+
+def test_a_download_that_gets_no_answer_gives_up_after_its_timeout(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that accepts the connection and never answers (a firewall's black hole, a
+    captive portal) costs ``timeout`` seconds, not the system's minutes; nothing is left behind
+    and the process's default socket timeout is restored."""
+    import time
+
+    without_proxies(monkeypatch)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)                              # connections queue up; nobody ever answers
+    try:
+        before = socket.getdefaulttimeout()
+        t0 = time.perf_counter()
+        with pytest.raises(DataError) as exc:
+            download_pretrained(tmp_path, url=f"http://127.0.0.1:{silent.getsockname()[1]}/bundle.zip",
+                                progress=False, timeout=0.5, log=lambda _: None)
+        assert time.perf_counter() - t0 < 10
+        one_line(exc, "download from", "failed")
+        assert socket.getdefaulttimeout() == before
+        assert leftovers(tmp_path) == []
+    finally:
+        silent.close()
 
 
 def test_missing_weights_say_how_to_get_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
