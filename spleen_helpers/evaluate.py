@@ -17,6 +17,16 @@ one empty → 0. Surface distances (HD95, ASD) are undefined when either mask is
 they are reported as ``nan`` and the case's ``note`` says why; summaries average the
 finite values and count the others.
 
+**Which definitions.** MONAI's. A mask's surface is its voxels with a face neighbour outside
+it (the mask less its erosion by the 6-neighbour cross: ``monai.metrics.utils.get_mask_edges``).
+A directed surface distance runs from each surface voxel of one mask to the nearest surface
+voxel of the other, Euclidean in mm (voxel indices times the spacing). ``hd95_mm`` is the
+larger of the two directed 95th percentiles (linearly interpolated, ``torch.quantile``);
+``asd_mm`` is the mean of both directions' distances pooled together. Other tools differ:
+medpy's ``hd95`` takes one 95th percentile of both directions pooled (usually smaller), and
+medpy before 0.5.2 averaged the two directed means. ``tests/test_evaluate.py`` checks every
+metric against shapes worked out by hand and against scipy and medpy.
+
 Example:
     >>> import numpy as np
     >>> ref = np.zeros((20, 20, 20), np.uint8); ref[5:15, 5:15, 5:15] = 1
