@@ -207,10 +207,14 @@ class CourseConfig:
     overlap: float = _setting(0.25, "overlap of neighbouring windows")
     blend_mode: str = _setting("constant", "how overlapping windows are blended")
     keep_largest_component: bool = _setting(False, "keep only the largest connected spleen component")
+    # --- decided from the data, recorded with the run ---------------------------------
+    #: cases read with their header turned back (spleen_helpers.anatomy): train decides them
+    #: from the images and labels, the run's config.json and checkpoints record them
+    turned_cases: tuple[str, ...] = ()
     profile: str = field(default="msd", compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("pixdim", "patch_size", "roi_size", "channels", "strides"):
+        for name in ("pixdim", "patch_size", "roi_size", "channels", "strides", "turned_cases"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         self.validate()
 

@@ -47,6 +47,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
+from .anatomy import SideSurvey, SpleenSide, spleen_side
 from .config import PACKAGE_DIR, CourseConfig
 from .errors import ConfigError, DataError, quiet_logger
 from .fileio import file_md5, staging_dir
@@ -58,6 +59,8 @@ __all__ = [
     "CaseInfo",
     "case_name",
     "check_same_grid",
+    "header_disagreement",
+    "side_survey",
     "open_nifti",
     "volume_ml",
     "MSD_SPLEEN_MD5",
@@ -300,7 +303,9 @@ def split_datalist(datalist: list[dict[str, str]],
 class CaseInfo:
     """What :func:`validate_case` found about one image/label pair.
 
-    ``label_voxels`` and ``spleen_ml`` are None when the voxel data was not read.
+    ``label_voxels``, ``spleen_ml`` and ``side`` (where the spleen lies, and whether the header
+    looks turned: :func:`~spleen_helpers.anatomy.spleen_side`) are None when the voxel data
+    was not read.
     """
 
     image: Path
@@ -310,6 +315,7 @@ class CaseInfo:
     orientation: tuple[str, str, str]
     label_voxels: int | None
     spleen_ml: float | None
+    side: SpleenSide | None = None
 
     @property
     def name(self) -> str:
@@ -368,6 +374,32 @@ def voxel_spacing(affine: Any) -> tuple[float, float, float]:
     return (sx, sy, sz)
 
 
+def header_disagreement(img: Any) -> str | None:
+    """What a NIfTI header's two orientations say when they disagree, else None.
+
+    A NIfTI header holds the voxel-to-world transform twice: the ``qform`` (a rotation,
+    voxel sizes and an offset) and the ``sform`` (any affine). nibabel uses the sform when
+    its code is set, and other readers (ITK versions among them) have preferred the qform; a
+    file whose two fields point different ways is read differently by different tools.
+
+    >>> img = nib.Nifti1Image(np.zeros((2, 2, 2), np.int16), np.eye(4))
+    >>> img.set_qform(np.diag([-1.0, -1.0, 1.0, 1.0]), code=1)
+    >>> header_disagreement(img)
+    'its qform says LPS and its sform says RAS: the course uses the sform (as nibabel does)'
+    """
+    header = getattr(img, "header", None)
+    if header is None or not hasattr(header, "get_qform"):
+        return None
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    if not qcode or not scode:
+        return None
+    q, s = "".join(nib.aff2axcodes(qform)), "".join(nib.aff2axcodes(sform))
+    if q == s:
+        return None
+    return f"its qform says {q} and its sform says {s}: the course uses the sform (as nibabel does)"
+
+
 def open_nifti(path: str | os.PathLike, what: str = "image",
                read_data: bool = False) -> tuple[Any, np.ndarray | None]:
     """Open a 3-D NIfTI volume; return ``(image, voxels)`` (``voxels`` only with ``read_data``).
@@ -406,6 +438,9 @@ def open_nifti(path: str | os.PathLike, what: str = "image",
         raise DataError(path, f"is corrupt or truncated ({type(exc).__name__}: {reason})") from exc
     if len(img.shape) != 3:
         raise DataError(path, f"is {len(img.shape)}-D with shape {tuple(img.shape)}; expected a 3-D volume")
+    disagreement = header_disagreement(img)
+    if disagreement:
+        warnings.warn(f"{path}: {disagreement}", UserWarning, stacklevel=2)
     return img, data
 
 
@@ -444,7 +479,9 @@ def validate_case(image_path: str | os.PathLike, label_path: str | os.PathLike,
     Checks that both open as 3-D NIfTI volumes, have the same shape and the same affine
     (within 1e-3 mm), and, with ``read_data`` (default), that every voxel can be read
     (catches truncated or corrupt ``.nii.gz``) and the label holds only 0 and 1.
-    An all-zero label is allowed but reported with :func:`warnings.warn`.
+    An all-zero label is allowed but reported with :func:`warnings.warn`. With the voxels
+    read, ``side`` says where the spleen lies relative to the body
+    (:func:`~spleen_helpers.anatomy.spleen_side`).
 
     >>> from spleen_helpers.synthetic import write_synthetic_dataset
     >>> import tempfile
@@ -461,27 +498,43 @@ def validate_case(image_path: str | os.PathLike, label_path: str | os.PathLike,
     spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
     voxels: int | None = None
     volume: float | None = None
-    if lab_data is not None:
+    side: SpleenSide | None = None
+    if lab_data is not None and img_data is not None:
         voxels = _label_voxels(label_path, lab_data)
         volume = volume_ml(voxels, spacing)
+        side = spleen_side(img_data, lab_data, img.affine)
         if voxels == 0:
             warnings.warn(f"{label_path}: label is empty (no spleen voxels)", UserWarning, stacklevel=2)
     return CaseInfo(image=image_path, label=label_path,
                     shape=tuple(int(s) for s in img.shape),  # type: ignore[arg-type]
                     spacing=spacing,  # type: ignore[arg-type]
                     orientation=tuple(nib.aff2axcodes(img.affine)),  # type: ignore[arg-type]
-                    label_voxels=voxels, spleen_ml=volume)
+                    label_voxels=voxels, spleen_ml=volume, side=side)
 
 
-def validate_dataset(data_dir: str | os.PathLike, check_all: bool = True) -> list[CaseInfo]:
+def side_survey(infos: list[CaseInfo]) -> SideSurvey:
+    """The spleen sides of the cases whose voxels were read, by case name.
+
+    >>> side_survey([]).sides
+    {}
+    """
+    return SideSurvey({info.name: info.side for info in infos if info.side is not None})
+
+
+def validate_dataset(data_dir: str | os.PathLike, check_all: bool = True, *, keep_headers: bool = False,
+                     log: Any = print) -> list[CaseInfo]:
     """Check every case of a data set; return one :class:`CaseInfo` per case in datalist order.
 
     ``check_all=True`` reads every voxel of every case (slow on the real data: about
     1.5 GB to decompress). ``check_all=False`` reads all the voxels of the first case only
-    and checks the headers (3-D, shapes, affines) of the others.
+    and checks the headers (3-D, shapes, affines) of the others. ``log`` gets one line: on
+    which side of the body the spleen lies in the cases read, and what the course does about
+    cases that look turned (read them with the header turned back, unless ``keep_headers``).
     """
-    return [validate_case(f["image"], f["label"], read_data=check_all or i == 0)
-            for i, f in enumerate(load_datalist(data_dir))]
+    infos = [validate_case(f["image"], f["label"], read_data=check_all or i == 0)
+             for i, f in enumerate(load_datalist(data_dir))]
+    log(side_survey(infos).line(corrected=not keep_headers))
+    return infos
 
 
 # --------------------------------------------------------------------------------- download

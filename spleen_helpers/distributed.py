@@ -59,6 +59,9 @@ def train_arguments(add_help: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a run")
     p.add_argument("--no-progress", action="store_true", help="a log line per epoch instead of a progress bar")
+    p.add_argument("--keep-headers", action="store_true",
+                   help="read every case with its header as it is, even where the spleen lies where a "
+                        "header turned 180 degrees puts it (default: such cases are turned back)")
     p.add_argument("--nproc", type=positive_int, default=1,
                    help="train with N processes on this machine (DistributedDataParallel): one per GPU, or "
                         "N CPU processes; each takes ceil(cases / N) training cases, a step averages their "
@@ -167,10 +170,11 @@ def launch(nproc: int, fn: Callable[..., Any], *args: Any, backend: str = "gloo"
 
 # -------------------------------------------------------------------------------- training
 def _train_process(data_dir: str, out: str, cfg: dict[str, Any], resume: bool, overwrite: bool,
-                   progress: bool) -> None:
+                   progress: bool, keep_headers: bool = False) -> None:
     from .train import train
 
-    train(data_dir, out, CourseConfig.from_dict(cfg), resume=resume, overwrite=overwrite, progress=progress)
+    train(data_dir, out, CourseConfig.from_dict(cfg), resume=resume, overwrite=overwrite, progress=progress,
+          keep_headers=keep_headers)
 
 
 def run_training(args: argparse.Namespace) -> Path:
@@ -205,10 +209,11 @@ def run_training(args: argparse.Namespace) -> Path:
         cfg = config_for(data_dir, **training_overrides(args))
         if args.nproc > 1:
             launch(args.nproc, _train_process, str(data_dir), str(args.out), cfg.to_dict(), args.resume,
-                   args.overwrite, not args.no_progress, backend=_backend(args.backend, cfg.device))
+                   args.overwrite, not args.no_progress, args.keep_headers,
+                   backend=_backend(args.backend, cfg.device))
         else:
             train(data_dir, args.out, cfg, resume=args.resume, overwrite=args.overwrite,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, keep_headers=args.keep_headers)
     finally:
         if joined:
             dist.destroy_process_group()

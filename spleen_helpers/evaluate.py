@@ -352,7 +352,7 @@ def evaluate_cases(model_path: str | os.PathLike, data_dir: str | os.PathLike, o
                    cfg: CourseConfig | None = None,
                    cases: str | Sequence[dict[str, str] | str] | None = None, *,
                    device: str = "auto", keep_largest: bool | None = None,
-                   save_predictions: bool = True,
+                   save_predictions: bool = True, keep_headers: bool = False,
                    log: Callable[[str], None] = print) -> EvaluationReport:
     """Predict and score cases of ``data_dir``; write masks, ``metrics.csv`` and the summary to ``out_dir``.
 
@@ -362,7 +362,10 @@ def evaluate_cases(model_path: str | os.PathLike, data_dir: str | os.PathLike, o
     test cases (:func:`~spleen_helpers.data.load_test_cases`: never seen in training or
     model selection), ``"all"`` = every training case, or a list of case names (``"spleen_19"``) or
     ``{"image", "label"}`` dicts. Every case is checked with
-    :func:`~spleen_helpers.data.validate_case` first. Masks go to ``out_dir/masks/<case>.nii.gz``.
+    :func:`~spleen_helpers.data.validate_case` first; a case whose spleen lies where a header
+    turned 180° puts it is read with its header turned back, as training reads it, unless
+    ``keep_headers`` (image and label move together, so its scores are the same either way;
+    its mask is saved with the file's own header). Masks go to ``out_dir/masks/<case>.nii.gz``.
 
     >>> report = evaluate_cases("runs/unet/best_metric_model.pth", "data/synthetic",  # doctest: +SKIP
     ...                         "runs/unet/eval")
@@ -383,7 +386,8 @@ def evaluate_cases(model_path: str | os.PathLike, data_dir: str | os.PathLike, o
         c0 = time.perf_counter()
         name = case_name(item["image"])
         info = validate_case(item["image"], item["label"])
-        mask, affine = predict_volume(model, info.image, cfg, torch_device)
+        turned = not keep_headers and info.side is not None and info.side.verdict == "turned"
+        mask, affine = predict_volume(model, info.image, cfg, torch_device, turned=turned)
         ref = open_nifti(info.label, "label", read_data=True)[1]
         spacing = voxel_spacing(affine)
         metrics = case_metrics(mask, ref, spacing)
@@ -394,7 +398,9 @@ def evaluate_cases(model_path: str | os.PathLike, data_dir: str | os.PathLike, o
         results.append(result)
         log(f"  {name}: Dice {metrics.dice:.3f}  IoU {metrics.iou:.3f}  HD95 {metrics.hd95_mm:.1f} mm  "
             f"{metrics.pred_ml:.1f} / {metrics.ref_ml:.1f} mL ({result.seconds:.1f} s)"
-            + (f"  [{metrics.note}]" if metrics.note else ""))
+            + (f"  [{metrics.note}]" if metrics.note else "")
+            + ("  [read with its header turned back: its spleen lies where a turned header puts it]"
+               if turned else ""))
     report = EvaluationReport(cases=results, out_dir=out, model_path=Path(model_path), config=cfg,
                               device=str(torch_device), csv_path=out / METRICS_CSV,
                               summary_json=out / SUMMARY_JSON, summary_csv=out / SUMMARY_CSV,

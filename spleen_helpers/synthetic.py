@@ -39,6 +39,7 @@ from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEME
                          SecondaryCaptureImageStorage, generate_uid)
 from scipy import ndimage
 
+from .anatomy import LPS_AS_RAS
 from .config import SYNTHETIC_DATASET_NAME
 from .dicom import LPS_TO_RAS
 from .errors import DataError, DicomError
@@ -438,7 +439,8 @@ def _parameters(num_cases: int, num_test: int, spec: PhantomSpec, seed: int) -> 
 
 def write_synthetic_dataset(out_dir: str | os.PathLike, num_cases: int = 12,
                             spec: PhantomSpec | None = None, seed: int = 0, dicom: bool = False,
-                            overwrite: bool = False, num_test: int = DEFAULT_TEST_CASES) -> Path:
+                            overwrite: bool = False, num_test: int = DEFAULT_TEST_CASES,
+                            lps_as_ras: bool = False) -> Path:
     """Write ``num_cases`` training phantoms and ``num_test`` held-out test phantoms in the Task09 layout.
 
     Training cases go to ``imagesTr/`` and ``labelsTr/``; test cases, with their labels, to
@@ -447,6 +449,12 @@ def write_synthetic_dataset(out_dir: str | os.PathLike, num_cases: int = 12,
     has the keys of the real Task09 file and is written last, so a folder without it is an
     unfinished data set. With ``dicom=True`` each training case is also written as a DICOM
     CT series under ``dicom/spleen_K/``. Returns ``out_dir``.
+
+    ``lps_as_ras`` writes every NIfTI file as its *LPS-as-RAS twin* (the same voxels, the
+    affine ``LPS_AS_RAS @ affine``: :func:`~spleen_helpers.anatomy.write_lps_as_ras_twin`),
+    the header mistake reported for the Decathlon's spleen data; ``dataset.json`` is the same
+    as without it (nothing in it tells), and DICOM series, which cannot carry that mistake,
+    keep the true geometry.
     """
     spec = spec or PhantomSpec()
     out = Path(out_dir)
@@ -466,8 +474,9 @@ def write_synthetic_dataset(out_dir: str | os.PathLike, num_cases: int = 12,
         for k in range(1, count + 1):
             image, label, affine = generate_case(_case_seed(seed, k, test=split == "test"), spec)
             name = f"spleen_{k}.nii.gz" if split == "training" else f"spleen_test_{k}.nii.gz"
-            save_nifti_atomic(image, affine, out / images / name)
-            save_nifti_atomic(label, affine, out / labels / name)
+            header = LPS_AS_RAS @ affine if lps_as_ras else affine
+            save_nifti_atomic(image, header, out / images / name)
+            save_nifti_atomic(label, header, out / labels / name)
             if dicom and split == "training":
                 _write_dicom_case(out, k, image, affine, seed)
             lists[split].append({"image": f"./{images}/{name}", "label": f"./{labels}/{name}"})

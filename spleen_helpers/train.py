@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from .checkpoint import (FORMAT_VERSION, capture_rng_state, check_model_signature, load_checkpoint,
                          load_model, restore_rng_state, save_checkpoint)
 from .config import CourseConfig, RunLayout, config_for, default_runs_dir
-from .data import load_datalist, split_datalist, validate_dataset
+from .data import load_datalist, side_survey, split_datalist, validate_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .fileio import write_json_atomic
 from .history import TrainingHistory, plot_learning_curves
@@ -324,7 +324,7 @@ def _checkpoint_state(state_path: Path, resume: bool, overwrite: bool, cfg: Cour
 
 def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseConfig | None = None, *,
           resume: bool = False, overwrite: bool = False, progress: bool = True,
-          log: Callable[[str], None] = print, **overrides: Any) -> TrainResult:
+          keep_headers: bool = False, log: Callable[[str], None] = print, **overrides: Any) -> TrainResult:
     """Train (or resume training) the spleen UNet on ``data_dir``; write everything to ``run_dir``.
 
     ``cfg`` defaults to :func:`config_for(data_dir) <spleen_helpers.config.config_for>`;
@@ -335,6 +335,13 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
     Validation runs every ``cfg.val_interval`` epochs and after the last epoch, so every
     finished run has a best model. ``progress`` shows one bar (epochs, current loss, last
     validation Dice) instead of a log line per epoch; the per-epoch record is ``history.csv``.
+
+    The data checks (:func:`~spleen_helpers.data.validate_dataset`) say on which side of the
+    body each case's spleen lies. Cases that look turned (an LPS header read as RAS:
+    :mod:`spleen_helpers.anatomy`) are read with their header turned back, image and label
+    alike, unless ``keep_headers``; the decision is ``cfg.turned_cases``, recorded in
+    ``config.json`` and every checkpoint, and a resumed run takes it from its checkpoint (one
+    that recorded none keeps the files' headers).
 
     Called in every process of a ``torch.distributed`` process group (``spleen-course train
     --nproc N``, or ``torchrun`` with :mod:`spleen_helpers.distributed`), it trains with
@@ -358,7 +365,13 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
     ckpt_path = layout.checkpoint
     state = _checkpoint_state(ckpt_path, resume, overwrite, cfg, world, device, say)
 
-    validate_dataset(data_dir, check_all=True)
+    sides = side_survey(validate_dataset(data_dir, check_all=True, log=lambda _line: None))
+    if state is not None:   # the decision the run started with, whatever the switch says now
+        turned = tuple(state.get("config", {}).get("turned_cases", ()))
+    else:
+        turned = () if keep_headers else sides.named("turned")
+    cfg = cfg.replace(turned_cases=turned)
+    say(sides.line(corrected=bool(turned)) + (" (as the checkpoint recorded)" if state is not None else ""))
     train_files, val_files = split_datalist(load_datalist(data_dir), cfg)
     set_determinism(seed=cfg.seed + rank)  # rank 0's weights reach every process (DDP broadcasts them)
     train_loader, val_loader, train_tf = build_loaders(train_files, val_files, cfg, progress=False,

@@ -8,6 +8,10 @@ Spacingd → SpatialPadd → RandCropByPosNegLabeld`` (the last for training onl
 resampling (the synthetic phantom, or a small real field of view) is *padded* up to the patch
 size instead of failing in the random crop. It is a no-op for volumes at least that large.
 
+:class:`TurnHeaderd` heads the pipeline only when a data set needs it: cases whose spleen
+lies where a header turned 180° puts it (:mod:`spleen_helpers.anatomy`) are read with world x
+and y of their header negated, image and label alike (``cfg.turned_cases``).
+
 Example:
     >>> from spleen_helpers.config import CourseConfig
     >>> names = [type(t).__name__ for t in train_transforms(CourseConfig()).transforms]
@@ -19,15 +23,19 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
+import torch
+from monai.config import KeysCollection
 from monai.transforms import (
     Compose,
     CropForegroundd,
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
+    MapTransform,
     Orientationd,
     RandCropByPosNegLabeld,
     RandFlipd,
@@ -38,16 +46,58 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from .anatomy import LPS_AS_RAS
 from .config import CourseConfig
+from .data import case_name
 
-__all__ = ["train_transforms", "val_transforms", "infer_transforms", "preprocessing_steps"]
+__all__ = ["TurnHeaderd", "train_transforms", "val_transforms", "infer_transforms", "preprocessing_steps"]
 
 # Orientation labels for (x, y, z) stated explicitly: MONAI 1.5+ warns that its default changes.
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
+class TurnHeaderd(MapTransform):
+    """Read the loaded images as if their header were turned 180° about the body's long axis.
+
+    Replaces each key's affine by ``LPS_AS_RAS @ affine`` (world x and y negated), voxels
+    untouched: the same matrix :func:`~spleen_helpers.anatomy.write_lps_as_ras_twin` writes a
+    twin with, so an LPS-as-RAS header comes back exactly true, and a true one gives the
+    layout the deploy SDK feeds MONAI's spleen bundle. ``cases``: only the items whose first
+    key's file has one of these case names (:func:`~spleen_helpers.data.case_name`), all of
+    its keys alike; None turns every item. Goes right after ``LoadImaged``. MONAI has no
+    transform that rewrites an affine without resampling, hence this one; it records no
+    trace (``Invertd`` undoes the steps after it and leaves the corrected header).
+
+    >>> from monai.data import MetaTensor
+    >>> item = {"image": MetaTensor(torch.zeros(2, 2, 2), meta={"filename_or_obj": "spleen_3.nii.gz"})}
+    >>> TurnHeaderd("image", cases=("spleen_3",))(item)["image"].affine.diagonal().tolist()
+    [-1.0, -1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, keys: KeysCollection, cases: tuple[str, ...] | None = None,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.cases = None if cases is None else tuple(cases)
+
+    def _wanted(self, d: Mapping[Hashable, Any]) -> bool:
+        if self.cases is None:
+            return True
+        first = d[self.keys[0]]
+        return case_name(str(getattr(first, "meta", {}).get("filename_or_obj", ""))) in self.cases
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if not self._wanted(d):
+            return d
+        for key in self.key_iterator(d):
+            affine = torch.as_tensor(d[key].affine, dtype=torch.float64)
+            d[key].affine = torch.as_tensor(LPS_AS_RAS, dtype=torch.float64) @ affine
+        return d
+
+
 def preprocessing_steps(cfg: CourseConfig, keys: tuple[str, ...] = ("image", "label"),
-                        pad_to_patch: bool = True, resample_dtype: Any = np.float64) -> list:
+                        pad_to_patch: bool = True, resample_dtype: Any = np.float64,
+                        turned_cases: tuple[str, ...] | None = ()) -> list:
     """The deterministic steps shared by every pipeline, one MONAI transform per list item.
 
     Notebook 02 applies them one at a time to show what each does. With
@@ -59,7 +109,9 @@ def preprocessing_steps(cfg: CourseConfig, keys: tuple[str, ...] = ("image", "la
     ['LoadImaged', 'EnsureChannelFirstd', 'Orientationd', 'Spacingd', 'ScaleIntensityRanged']
 
     ``resample_dtype`` is what ``Spacingd`` computes in (MONAI's default, ``float64``; the fast
-    inference path of :mod:`spleen_helpers.predict` uses ``float32``).
+    inference path of :mod:`spleen_helpers.predict` uses ``float32``). :class:`TurnHeaderd`
+    follows ``LoadImaged`` for the cases named in ``turned_cases`` (None: every item; the
+    training and validation pipelines pass ``cfg.turned_cases``).
     """
     modes = tuple("bilinear" if k == "image" else "nearest" for k in keys)
     scale = ScaleIntensityRanged(keys=["image"], a_min=cfg.a_min, a_max=cfg.a_max,
@@ -67,7 +119,10 @@ def preprocessing_steps(cfg: CourseConfig, keys: tuple[str, ...] = ("image", "la
     geometry = [Orientationd(keys=keys, axcodes=cfg.orientation, labels=RAS_LABELS),
                 Spacingd(keys=keys, pixdim=cfg.pixdim, mode=modes,
                          **({} if resample_dtype is np.float64 else {"dtype": resample_dtype}))]
-    steps = [LoadImaged(keys=keys, reader="NibabelReader", image_only=False), EnsureChannelFirstd(keys=keys)]
+    steps: list = [LoadImaged(keys=keys, reader="NibabelReader", image_only=False)]
+    if turned_cases is None or turned_cases:
+        steps.append(TurnHeaderd(keys=keys, cases=turned_cases))
+    steps.append(EnsureChannelFirstd(keys=keys))
     if cfg.transform_order == "bundle":
         steps += [*geometry, scale]
     else:
@@ -84,7 +139,7 @@ def train_transforms(cfg: CourseConfig) -> Compose:
     label falls back to background centres (MONAI warns) instead of failing.
     """
     keys = ("image", "label")
-    steps = preprocessing_steps(cfg, keys)
+    steps = preprocessing_steps(cfg, keys, turned_cases=cfg.turned_cases)
     steps.append(RandCropByPosNegLabeld(
         keys=keys, label_key="label", spatial_size=cfg.patch_size, pos=cfg.pos, neg=cfg.neg,
         num_samples=cfg.num_samples, image_key="image", image_threshold=0))
@@ -103,11 +158,17 @@ def train_transforms(cfg: CourseConfig) -> Compose:
 def val_transforms(cfg: CourseConfig) -> Compose:
     """Validation pipeline: the deterministic preprocessing of whole volumes (no patching).
 
+    The cases of ``cfg.turned_cases`` are read with their header turned back, as in training.
     Metadata is kept so that predictions can be inverted to the original image space.
     """
-    return Compose(preprocessing_steps(cfg, ("image", "label"), pad_to_patch=False))
+    return Compose(preprocessing_steps(cfg, ("image", "label"), pad_to_patch=False,
+                                       turned_cases=cfg.turned_cases))
 
 
-def infer_transforms(cfg: CourseConfig, resample_dtype: Any = np.float64) -> Compose:
-    """Inference pipeline for new studies: image only, invertible with ``Invertd``."""
-    return Compose(preprocessing_steps(cfg, ("image",), pad_to_patch=False, resample_dtype=resample_dtype))
+def infer_transforms(cfg: CourseConfig, resample_dtype: Any = np.float64, turned: bool = False) -> Compose:
+    """Inference pipeline for new studies: image only, invertible with ``Invertd``.
+
+    ``turned``: read the image with its header turned (:class:`TurnHeaderd`).
+    """
+    return Compose(preprocessing_steps(cfg, ("image",), pad_to_patch=False, resample_dtype=resample_dtype,
+                                       turned_cases=None if turned else ()))

@@ -285,3 +285,14 @@ def test_run_course_fresh_empties_the_run_directory_it_created(tmp_path: Path,
     assert main(["run-course", "--only", str(nb), "--output-dir", str(out), "--fresh", "-p", "name", "second"]) == 0
     assert sorted(p.name for p in run.iterdir()) == sorted([RUN_DIR_MARKER, "second"])
     capsys.readouterr()
+
+
+def test_check_data_gives_every_case_its_verdict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from spleen_helpers.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "twin", num_cases=2, seed=0, lps_as_ras=True, num_test=0)
+    assert main(["check-data", "--data-dir", str(tmp_path / "twin")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("spleen_1: RAS, (96, 96, 24), spleen ") and lines[0].endswith(
+        "turned; the header looks turned 180° about the body's long axis (LPS written as RAS)")
+    assert lines[-1].startswith("spleen side of 2 labelled cases: 2 turned")

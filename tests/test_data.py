@@ -588,3 +588,48 @@ def test_cli_download_wrong_md5(server, tmp_path: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "1" * 32 in err and md5 in err
     assert not (tmp_path / "r" / "Task09_Spleen").exists()
+
+
+# ------------------------------------------------------------ headers and anatomy
+def test_a_header_whose_qform_and_sform_disagree_gets_one_line(tmp_path: Path) -> None:
+    from spleen_helpers.data import open_nifti
+
+    img = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.diag([2.0, 2.0, 2.0, 1.0]))
+    img.set_sform(np.diag([2.0, 2.0, 2.0, 1.0]), code=1)
+    img.set_qform(np.diag([-2.0, -2.0, 2.0, 1.0]), code=1)
+    nib.save(img, tmp_path / "split.nii.gz")
+    with pytest.warns(UserWarning) as caught:
+        opened, _ = open_nifti(tmp_path / "split.nii.gz")
+    [message] = [str(w.message) for w in caught]
+    assert message == (f"{tmp_path / 'split.nii.gz'}: its qform says LPS and its sform says RAS: "
+                       "the course uses the sform (as nibabel does)")
+    assert nib.aff2axcodes(opened.affine) == ("R", "A", "S")
+
+
+@pytest.mark.parametrize("qcode", [0, 1])
+def test_a_header_that_agrees_with_itself_or_has_one_field_says_nothing(tmp_path: Path, qcode: int) -> None:
+    import warnings
+
+    from spleen_helpers.data import open_nifti
+
+    img = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.diag([2.0, 2.0, 2.0, 1.0]))
+    img.set_qform(np.diag([-2.0, -2.0, 2.0, 1.0]) if qcode == 0 else img.affine, code=qcode)
+    img.set_sform(img.affine, code=1)
+    nib.save(img, tmp_path / "one.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        open_nifti(tmp_path / "one.nii.gz")
+
+
+def test_validate_dataset_says_where_the_spleens_lie(synthetic_dir: Path, tmp_path: Path) -> None:
+    from spleen_helpers.synthetic import write_synthetic_dataset
+
+    lines: list[str] = []
+    infos = validate_dataset(synthetic_dir, log=lines.append)
+    assert [i.side.verdict for i in infos] == ["as expected"] * 6
+    assert lines == ["spleen side of 6 labelled cases: 6 as expected"]
+    twin = write_synthetic_dataset(tmp_path / "twin", num_cases=3, seed=0, lps_as_ras=True, num_test=0)
+    validate_dataset(twin, log=lines.append)
+    assert lines[-1] == ("spleen side of 3 labelled cases: 3 turned; turned cases are read with x and y of "
+                         "their header negated (TurnHeaderd)")
+    assert validate_dataset(twin, check_all=False, log=lines.append)[1].side is None   # not read, not judged

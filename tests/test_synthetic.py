@@ -349,3 +349,24 @@ def test_enhanced_ct_holds_every_slice_as_a_frame(synth_dir: Path) -> None:
     want = sorted(tuple(float(v) for v in pydicom.dcmread(f).ImagePositionPatient) for f in files)
     np.testing.assert_allclose(positions, want)
     assert not list(out.parent.glob(".*part*"))  # written atomically
+
+
+def test_lps_as_ras_writes_the_same_phantom_with_a_lying_header(tmp_path: Path) -> None:
+    """Same voxels, the affine with world x and y negated, dataset.json unchanged; the DICOM series,
+    which cannot carry that mistake, keep the true geometry."""
+    from spleen_helpers.anatomy import LPS_AS_RAS
+    from spleen_helpers.tools.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "true"), "--cases", "1", "--test-cases", "1", "--dicom"]) == 0
+    assert main(["synth", "--out", str(tmp_path / "twin"), "--cases", "1", "--test-cases", "1", "--dicom",
+                 "--lps-as-ras"]) == 0
+    assert (tmp_path / "true/dataset.json").read_text() == (tmp_path / "twin/dataset.json").read_text()
+    for name in ("imagesTr/spleen_1.nii.gz", "labelsTr/spleen_1.nii.gz", "imagesTs/spleen_test_1.nii.gz"):
+        true, twin = nib.load(tmp_path / "true" / name), nib.load(tmp_path / "twin" / name)
+        assert np.array_equal(np.asanyarray(true.dataobj), np.asanyarray(twin.dataobj)), name
+        assert np.array_equal(twin.affine, LPS_AS_RAS @ true.affine), name
+    for true, twin in zip(sorted((tmp_path / "true/dicom/spleen_1").iterdir()),
+                          sorted((tmp_path / "twin/dicom/spleen_1").iterdir())):
+        a, b = pydicom.dcmread(true), pydicom.dcmread(twin)
+        assert a.ImagePositionPatient == b.ImagePositionPatient
+        assert a.ImageOrientationPatient == b.ImageOrientationPatient

@@ -513,3 +513,54 @@ def test_amp_resume_on_cuda_restores_the_grad_scaler(synthetic_dir, tmp_path, mo
                     progress=False, log=lambda _: None)
     assert loaded == [saved] and resumed.history.epochs == [1, 2, 3, 4]
     assert load_checkpoint(run / CHECKPOINT_NAME)["scaler_state_dict"]["scale"] > 0
+
+
+# ----------------------------------------------------------------- a header that lies
+@pytest.fixture(scope="module")
+def twin_dir(tmp_path_factory) -> Path:
+    """The session's phantom (6 cases, seed 0) with every NIfTI written as its LPS-as-RAS twin."""
+    from spleen_helpers.synthetic import write_synthetic_dataset
+
+    return write_synthetic_dataset(tmp_path_factory.mktemp("twin"), num_cases=6, seed=0, lps_as_ras=True)
+
+
+def test_training_on_turned_headers_is_training_on_the_true_ones(synthetic_dir, twin_dir, tmp_path) -> None:
+    """The twin data set (its dataset.json the phantom's own) is found turned from its images and
+    labels, recorded in config.json, and trains exactly as the true phantom does."""
+    from spleen_helpers.data import load_datalist
+
+    assert (twin_dir / "dataset.json").read_text() == (synthetic_dir / "dataset.json").read_text()
+    cfg = tiny_config(max_epochs=2, val_interval=1)
+    lines: list[str] = []
+    true = train(synthetic_dir, tmp_path / "true", cfg, progress=False, log=lambda _: None)
+    twin = train(twin_dir, tmp_path / "twin", cfg, progress=False, log=lines.append)
+    names = tuple(Path(c["image"]).name.split(".")[0] for c in load_datalist(twin_dir))
+    assert any(line.startswith("spleen side of 6 labelled cases: 6 turned; turned cases are read") for line in lines)
+    assert json.loads((twin.run_dir / "config.json").read_text())["turned_cases"] == list(names)
+    assert json.loads((true.run_dir / "config.json").read_text())["turned_cases"] == []
+    assert load_checkpoint(twin.checkpoint_path)["config"]["turned_cases"] == list(names)
+    assert twin.history.train_loss == true.history.train_loss
+    assert twin.history.val_dice == true.history.val_dice
+
+
+def test_resume_keeps_the_decision_the_run_started_with(twin_dir, tmp_path) -> None:
+    """Headers kept stay kept on resume (whatever the switch says then), corrected stay corrected,
+    and a checkpoint that recorded no decision keeps the files' headers."""
+    cfg = tiny_config(max_epochs=1, val_interval=1)
+    quiet = {"progress": False, "log": lambda _: None}
+    kept = train(twin_dir, tmp_path / "kept", cfg, keep_headers=True, **quiet)
+    assert kept.config.turned_cases == ()
+    resumed = train(twin_dir, tmp_path / "kept", cfg.replace(max_epochs=2), resume=True, **quiet)
+    assert resumed.config.turned_cases == ()
+    assert json.loads((tmp_path / "kept" / "config.json").read_text())["turned_cases"] == []
+
+    fixed = train(twin_dir, tmp_path / "fixed", cfg, **quiet)
+    assert len(fixed.config.turned_cases) == 6
+    again = train(twin_dir, tmp_path / "fixed", cfg.replace(max_epochs=2), resume=True, keep_headers=True, **quiet)
+    assert again.config.turned_cases == fixed.config.turned_cases
+
+    state = load_checkpoint(tmp_path / "fixed" / CHECKPOINT_NAME)
+    del state["config"]["turned_cases"]                    # a run from before the field existed
+    save_checkpoint(state, tmp_path / "fixed" / CHECKPOINT_NAME)
+    older = train(twin_dir, tmp_path / "fixed", cfg.replace(max_epochs=3), resume=True, **quiet)
+    assert older.config.turned_cases == ()

@@ -241,3 +241,36 @@ def test_same_seed_gives_the_same_patches(case, augment: bool) -> None:
     a, b, c = draw(5), draw(5), draw(6)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+# ----------------------------------------------------------------- a header that lies
+@pytest.fixture(scope="module")
+def twin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's phantom (6 cases, seed 0) with every NIfTI written as its LPS-as-RAS twin."""
+    from spleen_helpers.synthetic import write_synthetic_dataset
+
+    return write_synthetic_dataset(tmp_path_factory.mktemp("twin"), num_cases=6, seed=0, lps_as_ras=True)
+
+
+def test_turn_header_is_absent_unless_a_data_set_needs_it() -> None:
+    assert "TurnHeaderd" not in names(train_transforms(CFG)) + names(val_transforms(CFG)) + names(infer_transforms(CFG))
+    turned = CFG.replace(turned_cases=("spleen_1",))
+    for pipeline in (train_transforms(turned), val_transforms(turned), infer_transforms(CFG, turned=True)):
+        assert names(pipeline)[:3] == ["LoadImaged", "TurnHeaderd", "EnsureChannelFirstd"]
+
+
+def test_a_corrected_twin_is_the_true_case_bit_for_bit(synthetic_dir: Path, twin_dir: Path) -> None:
+    """Read with the correction, the twin's image, label and header equal the true case's exactly;
+    only the listed cases are turned."""
+    from spleen_helpers.anatomy import LPS_AS_RAS
+
+    cfg = CFG.replace(turned_cases=("spleen_1", "spleen_2"))
+    for true, twin in zip(load_datalist(synthetic_dir)[:3], load_datalist(twin_dir)[:3]):
+        a, b = val_transforms(CFG)(true), val_transforms(cfg)(twin)
+        if Path(twin["image"]).name == "spleen_3.nii.gz":   # not listed: read as stored, RAS as claimed
+            assert b["image"].meta["original_affine"] == pytest.approx(LPS_AS_RAS @ a["image"].meta["original_affine"])
+            assert not torch.equal(a["image"].affine, b["image"].affine)
+            continue
+        for key in ("image", "label"):
+            assert torch.equal(a[key].as_tensor(), b[key].as_tensor()), key
+            assert torch.equal(a[key].affine, b[key].affine), key

@@ -47,6 +47,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
                    help="held-out test cases, with labels (imagesTs/, labelsTs/; default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--dicom", action="store_true", help="also write each case as a DICOM CT series")
+    p.add_argument("--lps-as-ras", action="store_true",
+                   help="write every NIfTI with a lying header: DICOM's LPS numbers as if they were RAS "
+                        "(the body turned 180 degrees; DICOM series keep the true geometry)")
     p.add_argument("--force", action="store_true", help="overwrite an existing data set")
     p.set_defaults(handler=_cmd_synth)
 
@@ -61,8 +64,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if args.spacing is not None:
         spec = spec.replace(spacing=tuple(args.spacing))
     out = write_synthetic_dataset(args.out, num_cases=args.cases, spec=spec, seed=args.seed,
-                                  dicom=args.dicom, overwrite=args.force, num_test=args.test_cases)
-    print(f"synthetic data set: {out}")
+                                  dicom=args.dicom, overwrite=args.force, num_test=args.test_cases,
+                                  lps_as_ras=args.lps_as_ras)
+    print(f"synthetic data set{' (LPS-as-RAS headers)' if args.lps_as_ras else ''}: {out}")
     return 0
 
 
@@ -147,6 +151,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------- check-data
+def _add_check_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check-data", help="check a data set: files, grids, labels, and the spleen's side",
+                       description="Read every case of a Task09-layout data set as training does: each "
+                                   "image and label must open, share one grid and hold a binary mask. Then "
+                                   "say on which side of the body each spleen lies: a case whose spleen "
+                                   "lies on the patient's right has a header that is turned or mirrored.")
+    p.add_argument("--data-dir", type=Path, required=True, help="data set folder (Task09 layout)")
+    p.set_defaults(handler=_cmd_check_data)
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from ..data import side_survey, validate_dataset
+
+    infos = validate_dataset(args.data_dir, check_all=True, log=lambda _line: None)
+    for info in infos:
+        side = info.side.line() if info.side is not None else "not read"
+        print(f"{info.name}: {''.join(info.orientation)}, {info.shape}, {side}")
+    print(side_survey(infos).line(corrected=True))
+    return 0
+
+
 # ----------------------------------------------------------------- evaluate and predict
 def _inference_options(p: argparse.ArgumentParser) -> None:
     """The options ``evaluate`` and ``predict`` share."""
@@ -169,6 +195,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder for masks, metrics and summary")
     p.add_argument("--cases", choices=("val", "test", "all"), default="val",
                    help="validation split (default), the held-out test cases, or every training case")
+    p.add_argument("--keep-headers", action="store_true",
+                   help="read every case with its header as it is (default: a case whose spleen lies where "
+                        "a header turned 180 degrees puts it is read turned back, as training reads it)")
     _inference_options(p)
     p.set_defaults(handler=_cmd_evaluate)
 
@@ -177,7 +206,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_cases
 
     report = evaluate_cases(args.model, args.data_dir, args.out, cases=args.cases,
-                            device=args.device, keep_largest=args.keep_largest)
+                            device=args.device, keep_largest=args.keep_largest,
+                            keep_headers=args.keep_headers)
     print()
     print(report.table())
     print()
@@ -211,6 +241,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fill-missing-uids", action="store_true",
                    help="with --dicom-seg: when anonymisation removed the series' Study/Series Instance "
                         "UIDs, reference UIDs derived from the series instead of refusing")
+    p.add_argument("--lps-as-ras", action="store_true",
+                   help="NIfTI input whose header holds DICOM's LPS numbers as if they were RAS (the body "
+                        "turned 180 degrees): read it with x and y of its header negated")
     _inference_options(p)
     p.set_defaults(handler=_cmd_predict)
 
@@ -219,7 +252,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import warnings
 
     from ..dicom import DicomWarning
-    from ..predict import predict_file
+    from ..predict import AnatomyWarning, predict_file
 
     if args.fill_missing_uids and args.dicom_seg is None:
         raise ConfigError(None, "--fill-missing-uids needs --dicom-seg")
@@ -227,13 +260,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DicomWarning)
+            warnings.simplefilter("always", AnatomyWarning)
             result = predict_file(args.model, args.input, args.output, device=args.device,
                                   keep_largest=args.keep_largest, series=args.series,
                                   tilt_correction=not args.no_tilt_correction, notify=_warn,
-                                  dicom_seg=args.dicom_seg, fill_missing_uids=args.fill_missing_uids)
+                                  dicom_seg=args.dicom_seg, fill_missing_uids=args.fill_missing_uids,
+                                  lps_as_ras=args.lps_as_ras)
     finally:  # the course's own warnings in one line each, the libraries' as usual
         for w in caught:
-            if issubclass(w.category, DicomWarning):
+            if issubclass(w.category, (DicomWarning, AnatomyWarning)):
                 _warn(str(w.message))
             else:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
@@ -248,6 +283,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if result.dicom_seg is not None:
         print(f"DICOM SEG: {result.dicom_seg}")
     print(f"spleen volume: {result.spleen_ml:.1f} mL ({result.spleen_voxels} voxels)")
+    print(f"anatomy: {result.side} (CT fed {result.layout})")
     return 0
 
 
@@ -354,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="3D spleen segmentation course: data, training, evaluation.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_synth, _add_dicom2nifti, _add_train, _add_evaluate, _add_predict,
+    for add in (_add_synth, _add_dicom2nifti, _add_check_data, _add_train, _add_evaluate, _add_predict,
                 _add_download, _add_pretrained, _add_run_course):
         add(sub)
     return parser
