@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .anatomy import LPS_AS_RAS, SpleenSide, spleen_side
 from .config import CourseConfig
 from .data import NIFTI_SUFFIXES, open_nifti, voxel_spacing, volume_ml
 from .dicom_seg import build_dicom_seg, check_seg_name, save_dicom_seg, series_for_mask
@@ -50,13 +51,21 @@ from .errors import ConfigError, DataError
 from .fileio import save_nifti_atomic
 from .model import infer_logits, resolve_device
 from .pretrained import load_model_or_bundle
-from .transforms import infer_transforms
+from .transforms import TurnHeaderd, infer_transforms
 
 if TYPE_CHECKING:
     from .dicom import Notify
 
-__all__ = ["PredictionResult", "invertd_mask", "load_image_for_inference", "predict_file", "predict_volume",
-           "save_mask", "spleen_mask_in_image_space", "window_for"]
+__all__ = ["AnatomyWarning", "CheckedPrediction", "PredictionResult", "invertd_mask", "load_image_for_inference",
+           "predict_file", "predict_volume", "save_mask", "segment_checked", "spleen_mask_in_image_space",
+           "window_for"]
+
+#: The two ways a CT can be fed to a network: its header as stored, or turned 180° (TurnHeaderd).
+LAYOUTS = ("as stored", "turned")
+
+
+class AnatomyWarning(UserWarning):
+    """A predicted spleen that lies where anatomy does not put it (one line, naming the file)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,8 @@ class PredictionResult:
     series: str = ""                        # the DICOM series segmented (its one-line summary)
     other_series: tuple[str, ...] = ()      # the folder's other series, and what they are
     dicom_seg: Path | None = None
+    layout: str = "as stored"               # how the CT was fed to the network (LAYOUTS)
+    side: str = ""                          # where the predicted spleen lies (SpleenSide.line)
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -97,7 +108,7 @@ def _foreground_above(cfg: CourseConfig) -> float | None:
 
 
 def load_image_for_inference(image_path: str | os.PathLike, cfg: CourseConfig,
-                             device: str | torch.device | None = None) -> dict[str, Any]:
+                             device: str | torch.device | None = None, turned: bool = False) -> dict[str, Any]:
     """The image as :func:`infer_transforms` preprocesses it, done the fast way; returns ``{"image": ...}``.
 
     The same MONAI steps (``CropForegroundd``, ``ScaleIntensityRanged``, ``Orientationd``,
@@ -113,7 +124,9 @@ def load_image_for_inference(image_path: str | os.PathLike, cfg: CourseConfig,
     * ``Spacingd`` resamples in ``float32`` (the pipeline's default is ``float64``).
 
     The image the network sees differs from the pipeline's in the last bits of a float
-    (tested). Raises DataError naming the file when it cannot be read or preprocessed.
+    (tested). ``turned`` reads the file with its header turned 180° (:class:`TurnHeaderd`,
+    as ``infer_transforms(cfg, turned=True)`` does). Raises DataError naming the file when
+    it cannot be read or preprocessed.
     """
     from monai.data import MetaTensor
     from monai.transforms import SpatialCropd
@@ -127,6 +140,8 @@ def load_image_for_inference(image_path: str | os.PathLike, cfg: CourseConfig,
     image = MetaTensor(torch.as_tensor(voxels)[None], affine=torch.as_tensor(np.asarray(img.affine, np.float64)),
                        meta={"filename_or_obj": str(path)})
     data: dict[str, Any] = {"image": image}
+    if turned:
+        data = TurnHeaderd("image")(data)
     try:
         threshold = _foreground_above(cfg)
         if cfg.transform_order == "bundle":
@@ -238,7 +253,8 @@ def spleen_mask_in_image_space(spleen: torch.Tensor, image: Any, shape: tuple[in
 
 
 def invertd_mask(model: torch.nn.Module, image_path: str | os.PathLike, cfg: CourseConfig,
-                 device: str | torch.device = "cpu", keep_largest: bool | None = None) -> np.ndarray:
+                 device: str | torch.device = "cpu", keep_largest: bool | None = None,
+                 turned: bool = False) -> np.ndarray:
     """The mask the tutorial's way: :func:`infer_transforms`, sliding window, ``Invertd`` of the
     spleen probability onto the whole original grid, a threshold, ``KeepLargestConnectedComponent``
     on the whole volume -- the steps notebook 04 writes out, kept here as the reference that
@@ -250,7 +266,7 @@ def invertd_mask(model: torch.nn.Module, image_path: str | os.PathLike, cfg: Cou
 
     device = resolve_device(device) if isinstance(device, str) else device
     keep = cfg.keep_largest_component if keep_largest is None else keep_largest
-    tf = infer_transforms(cfg)
+    tf = infer_transforms(cfg, turned=turned)
     data = tf({"image": str(image_path)})
     with torch.no_grad():
         logits = infer_logits(model.eval(), data["image"].unsqueeze(0), cfg, device)
@@ -283,14 +299,16 @@ def window_for(shape: tuple[int, ...], cfg: CourseConfig) -> tuple[int, int, int
 
 def predict_volume(model: torch.nn.Module, image_path: str | os.PathLike, cfg: CourseConfig,
                    device: str | torch.device | None = None,
-                   keep_largest: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   keep_largest: bool | None = None, turned: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Segment the spleen in one CT NIfTI; return ``(mask, affine)`` in the image's own space.
 
     ``mask`` is ``uint8`` (1 = spleen) with exactly the file's shape and voxel order;
     ``affine`` is the file's affine. ``keep_largest`` defaults to
     ``cfg.keep_largest_component``. Preprocessing, the network (in a window no larger than
     the image, :func:`window_for`) and the way back to the image's grid
-    (:func:`spleen_mask_in_image_space`) run on ``device``.
+    (:func:`spleen_mask_in_image_space`) run on ``device``. ``turned`` feeds the network the
+    image with its header turned 180° (:func:`load_image_for_inference`); the mask still
+    comes back on the file's own voxels, with the file's own affine.
 
     >>> from spleen_helpers.model import build_unet                       # doctest: +SKIP
     >>> mask, affine = predict_volume(build_unet(cfg).eval(), "ct.nii.gz", cfg)  # doctest: +SKIP
@@ -301,15 +319,82 @@ def predict_volume(model: torch.nn.Module, image_path: str | os.PathLike, cfg: C
         device = resolve_device(device)
     device = device or next(model.parameters()).device
     keep = cfg.keep_largest_component if keep_largest is None else keep_largest
-    data = load_image_for_inference(path, cfg, device)
+    data = load_image_for_inference(path, cfg, device, turned)
+    grid = LPS_AS_RAS @ np.asarray(header.affine, np.float64) if turned else header.affine
     model.eval()
     with torch.no_grad():
         window = window_for(tuple(data["image"].shape[1:]), cfg)
         logits = infer_logits(model, data["image"].unsqueeze(0), cfg.replace(roi_size=window), device)
         # With two classes argmax is "spleen probability > 0.5": one channel is enough.
         spleen = torch.softmax(logits[0].float(), dim=0)[1]
-        mask = spleen_mask_in_image_space(spleen, data["image"], tuple(header.shape), header.affine, keep)
+        mask = spleen_mask_in_image_space(spleen, data["image"], tuple(header.shape), grid, keep)
     return mask, np.asarray(header.affine, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class CheckedPrediction:
+    """A mask from :func:`segment_checked`: the layout it was predicted in, where its spleen lies, why."""
+
+    mask: np.ndarray = field(repr=False)
+    affine: np.ndarray = field(repr=False)
+    layout: str
+    side: SpleenSide
+    reason: str
+
+
+def _on_the_right(side: SpleenSide) -> bool:
+    return side.wrong_side and side.left_mm is not None and side.left_mm < 0
+
+
+def segment_checked(model: torch.nn.Module, image_path: str | os.PathLike, cfg: CourseConfig,
+                    device: str | torch.device | None = None, keep_largest: bool | None = None,
+                    lps_as_ras: bool = False, log: Any = print) -> CheckedPrediction:
+    """:func:`predict_volume`, then anatomy as the judge (:func:`~spleen_helpers.anatomy.spleen_side`).
+
+    For MONAI's pretrained bundle (``cfg.profile == "bundle"``), whose training data is
+    reported to carry LPS headers read as RAS: when the spleen of the first result lies on the
+    patient's right, the CT is segmented again with its header turned 180° (the layout MONAI's
+    deploy SDK feeds these bundles), and the result whose spleen lies where anatomy puts it is
+    kept, with one line to ``log`` saying which layout and why; when neither or both look
+    right, the first result is kept, with an :class:`AnatomyWarning`. Nothing is turned on an
+    assumption. For any other model a spleen on the wrong side is an :class:`AnatomyWarning`.
+    ``lps_as_ras``: the file's header is known to hold DICOM's LPS numbers as if they were RAS;
+    it is read turned back, and the side is judged on the corrected header. The mask always
+    lies on the file's own voxels (``affine`` is the file's).
+
+    >>> checked = segment_checked(model, "ct.nii.gz", cfg)   # doctest: +SKIP
+    >>> checked.layout, checked.side.verdict                  # doctest: +SKIP
+    ('as stored', 'as expected')
+    """
+    import warnings
+
+    path = Path(image_path)
+    first = LAYOUTS[int(lps_as_ras)]
+    mask, affine = predict_volume(model, path, cfg, device, keep_largest, turned=lps_as_ras)
+    ct = open_nifti(path, read_data=True)[1]
+    truth = LPS_AS_RAS @ affine if lps_as_ras else affine     # the header anatomy is judged on
+    side = spleen_side(ct, mask, truth)
+    checked = CheckedPrediction(mask, affine, first, side, f"{first}: {side.line()}")
+    if cfg.profile == "bundle" and _on_the_right(side):
+        other = LAYOUTS[1 - int(lps_as_ras)]
+        mask2, _ = predict_volume(model, path, cfg, device, keep_largest, turned=not lps_as_ras)
+        side2 = spleen_side(ct, mask2, truth)
+        if side2.verdict == "as expected":
+            checked = CheckedPrediction(mask2, affine, other, side2,
+                                        f"{other}: fed {first}, the bundle put the spleen on the patient's "
+                                        f"right; fed {other}, {side2.line()}")
+            log(f"{path.name}: layout {checked.reason}")
+            return checked
+        checked = CheckedPrediction(mask, affine, first, side,
+                                    f"{first}: neither layout puts the spleen on the patient's left "
+                                    f"({other}: {side2.verdict or 'no verdict'}); kept inference.json's result")
+    if side.wrong_side:
+        where = "on the patient's right" if side.left_mm is not None and side.left_mm < 0 else "in front"
+        hint = "" if lps_as_ras else " (if its header is known to be LPS written as RAS, read it turned: --lps-as-ras)"
+        warnings.warn(f"{path}: spleen predicted {where}: {side.line()}; the model or the input "
+                      f"may be turned or mirrored{hint} -- see README, Troubleshooting",
+                      AnatomyWarning, stacklevel=2)
+    return checked
 
 
 def save_mask(mask: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> Path:
@@ -345,7 +430,7 @@ def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output
                  keep_largest: bool | None = None, *, series: str | int | None = None,
                  tilt_correction: bool = True, notify: Notify | None = None,
                  dicom_seg: str | os.PathLike | None = None,
-                 fill_missing_uids: bool = False) -> PredictionResult:
+                 fill_missing_uids: bool = False, lps_as_ras: bool = False) -> PredictionResult:
     """Segment the spleen in a CT NIfTI file or a DICOM folder and save the mask to ``output``.
 
     A DICOM folder -- one series or a whole study -- is scanned with
@@ -359,6 +444,10 @@ def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output
     series was used and what else the folder held. With ``dicom_seg`` (a ``.dcm`` path;
     DICOM input only) the mask is also written as a DICOM Segmentation referencing the
     source series (``fill_missing_uids``: see :func:`~spleen_helpers.dicom_seg.write_dicom_seg`).
+    The mask is checked by anatomy (:func:`segment_checked`: a spleen on the wrong side is an
+    :class:`AnatomyWarning`; the pretrained bundle may be run turned); ``lps_as_ras`` reads a
+    NIfTI whose header is known to hold DICOM's LPS numbers as if they were RAS with that
+    header turned back.
     ``model_path`` may also be a MONAI bundle folder or ``"pretrained"``. Bad input (missing
     or unsafe model, a file that is no image, no CT series) raises a one-line
     :class:`~spleen_helpers.errors.CourseError`.
@@ -388,7 +477,11 @@ def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output
         raise DataError(src, "is neither a NIfTI file (.nii/.nii.gz) nor a DICOM folder")
     elif series is not None:
         raise ConfigError(src, "a series can only be chosen in a DICOM folder, not in a NIfTI file")
-    mask, affine = predict_volume(model, image, cfg, torch_device, keep_largest)
+    if lps_as_ras and src.is_dir():
+        raise ConfigError(src, "--lps-as-ras is for a NIfTI file: the course converts DICOM with its true geometry")
+    checked = segment_checked(model, image, cfg, torch_device, keep_largest, lps_as_ras=lps_as_ras,
+                              log=notify or (lambda _line: None))
+    mask, affine = checked.mask, checked.affine
     seg = None
     if seg_out is not None:  # built before anything is saved: a refused SEG leaves no mask behind
         seg = build_dicom_seg(mask, affine, series_for_mask(src, affine, mask.shape),
@@ -403,4 +496,5 @@ def predict_file(model_path: str | os.PathLike, input: str | os.PathLike, output
                             spacing=spacing, affine=affine, spleen_voxels=voxels,
                             spleen_ml=volume_ml(voxels, spacing),
                             seconds=time.perf_counter() - t0, device=str(torch_device),
-                            series=chosen, other_series=others, dicom_seg=seg_out)
+                            series=chosen, other_series=others, dicom_seg=seg_out,
+                            layout=checked.layout, side=checked.side.line())

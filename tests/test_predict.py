@@ -435,3 +435,130 @@ def test_anonymised_real_series_needs_fill_missing_uids(tiny_model: Path, tmp_pa
     captured = capsys.readouterr()
     assert "warning: " in captured.err and "derived UIDs" in captured.err
     assert (tmp_path / "seg.dcm").is_file()
+
+
+# ----------------------------------------------------------------- anatomy as the judge
+class SideNet(torch.nn.Module):
+    """A stand-in network whose answer depends on the layout it is fed: "spleen" is the soft
+    tissue in one quarter of its input grid (RAS after Orientationd: low x is the patient's
+    left, low y the back). ``where`` names that quarter; ``calls`` counts forward passes."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where, self.calls = where, 0
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        nx, ny = x.shape[2], x.shape[3]
+        xs = slice(int(0.15 * nx), int(0.4 * nx)) if "left" in self.where else slice(int(0.6 * nx), int(0.85 * nx))
+        ys = slice(int(0.2 * ny), int(0.45 * ny)) if "back" in self.where else slice(int(0.55 * ny), int(0.8 * ny))
+        quarter = torch.zeros_like(x, dtype=torch.bool)
+        quarter[:, :, xs, ys] = True
+        s = torch.where(quarter & (x > 0.3), 50.0, -50.0)
+        return torch.cat([-s, s], dim=1)
+
+
+# The bundle's route on the phantom: the bundle's order, one window holding the whole image.
+BUNDLE_ON_PHANTOM = CourseConfig.synthetic(transform_order="bundle", roi_size=(96, 96, 32), profile="bundle")
+
+
+@pytest.fixture(scope="module")
+def phantom_ct(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from spleen_helpers.synthetic import generate_case
+
+    image, _, affine = generate_case(0)
+    return save_nifti(image, affine, tmp_path_factory.mktemp("phantom") / "ct.nii.gz")
+
+
+def test_the_bundle_is_run_turned_when_its_spleen_lies_on_the_right(phantom_ct: Path) -> None:
+    from spleen_helpers.predict import segment_checked
+
+    lines: list[str] = []
+    net = SideNet("right front")                          # a model that learned turned anatomy
+    checked = segment_checked(net, phantom_ct, BUNDLE_ON_PHANTOM, "cpu", log=lines.append)
+    assert checked.layout == "turned" and checked.side.verdict == "as expected" and net.calls == 2
+    assert len(lines) == 1 and "layout turned: fed as stored, the bundle put the spleen on the patient's right" in lines[0]
+    header = nib.load(phantom_ct)
+    assert checked.mask.shape == header.shape and np.array_equal(checked.affine, header.affine)
+    turned, _ = predict_volume(SideNet("right front"), phantom_ct, BUNDLE_ON_PHANTOM, "cpu", turned=True)
+    assert np.array_equal(checked.mask, turned) and turned.sum() > 1000
+
+
+def test_a_plausible_first_result_is_kept_without_a_second_run(phantom_ct: Path) -> None:
+    from spleen_helpers.predict import segment_checked
+
+    lines: list[str] = []
+    net = SideNet("left back")
+    checked = segment_checked(net, phantom_ct, BUNDLE_ON_PHANTOM, "cpu", log=lines.append)
+    assert checked.layout == "as stored" and checked.side.verdict == "as expected"
+    assert net.calls == 1 and lines == []
+
+
+def test_neither_layout_plausible_keeps_the_configs_result_and_warns(phantom_ct: Path) -> None:
+    from spleen_helpers.predict import AnatomyWarning, segment_checked
+
+    net = SideNet("right back")                           # mirrored as stored, mirrored turned
+    with pytest.warns(AnatomyWarning, match="spleen predicted on the patient's right"):
+        checked = segment_checked(net, phantom_ct, BUNDLE_ON_PHANTOM, "cpu", log=lambda _: None)
+    assert checked.layout == "as stored" and checked.side.verdict == "mirrored" and net.calls == 2
+    assert "neither layout" in checked.reason
+
+
+def test_any_other_model_on_the_wrong_side_is_a_warning_never_a_turn(phantom_ct: Path) -> None:
+    from spleen_helpers.predict import AnatomyWarning, segment_checked
+
+    net = SideNet("right front")
+    with pytest.warns(AnatomyWarning, match=r"ct.nii.gz: spleen predicted on the patient's right.*--lps-as-ras"):
+        checked = segment_checked(net, phantom_ct, BUNDLE_ON_PHANTOM.replace(profile="synthetic"), "cpu")
+    assert checked.layout == "as stored" and checked.side.verdict == "turned" and net.calls == 1
+
+
+@pytest.mark.parametrize("order", ["tutorial", "bundle"])
+def test_the_turned_layout_is_the_twins_input_bit_for_bit(phantom_ct: Path, tmp_path: Path, order: str) -> None:
+    """Fed turned, a correctly oriented CT gives the network exactly what its LPS-as-RAS twin gives
+    with unmodified settings (the bundle's own, and the tutorial's); the fast path's turned read is
+    the pipeline's (infer_transforms(turned=True)) to the last bits of a float."""
+    from spleen_helpers.anatomy import write_lps_as_ras_twin
+    from spleen_helpers.predict import load_image_for_inference
+    from spleen_helpers.transforms import infer_transforms
+
+    cfg = CourseConfig(transform_order=order)
+    twin = write_lps_as_ras_twin(phantom_ct, tmp_path / "twin.nii.gz")
+    turned = load_image_for_inference(phantom_ct, cfg, turned=True)["image"]
+    fed_twin = load_image_for_inference(twin, cfg)["image"]
+    assert torch.equal(turned.as_tensor(), fed_twin.as_tensor()) and torch.equal(turned.affine, fed_twin.affine)
+    reference = infer_transforms(cfg, turned=True)({"image": str(phantom_ct)})["image"]
+    assert turned.shape == reference.shape and torch.allclose(turned.affine, reference.affine)
+    assert float((turned.as_tensor() - reference.as_tensor()).abs().max()) < 1e-4
+
+
+def test_a_twin_read_turned_gives_the_true_mask_on_the_files_own_header(phantom_ct: Path, tmp_path: Path) -> None:
+    from spleen_helpers.anatomy import write_lps_as_ras_twin
+
+    twin = write_lps_as_ras_twin(phantom_ct, tmp_path / "twin.nii.gz")
+    net = SideNet("left back")
+    true, _ = predict_volume(net, phantom_ct, BUNDLE_ON_PHANTOM, "cpu")
+    fixed, affine = predict_volume(net, twin, BUNDLE_ON_PHANTOM, "cpu", turned=True)
+    assert np.array_equal(true, fixed) and np.array_equal(affine, nib.load(twin).affine)
+    naive, _ = predict_volume(net, twin, BUNDLE_ON_PHANTOM, "cpu")
+    assert dice(naive, true) < 0.1                        # read as stored, the twin's "left" is the right
+
+
+def test_predict_lps_as_ras_reads_the_twin_turned_and_says_where_the_spleen_is(
+        phantom_ct: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    from spleen_helpers.anatomy import write_lps_as_ras_twin
+    import spleen_helpers.predict as predict_module
+
+    twin = write_lps_as_ras_twin(phantom_ct, tmp_path / "twin.nii.gz")
+    cfg = BUNDLE_ON_PHANTOM.replace(profile="synthetic")
+    monkeypatch.setattr(predict_module, "load_model_or_bundle", lambda *_a, **_k: (SideNet("left back"), cfg))
+    assert cli.main(["predict", "--model", "any.pth", "--input", str(twin), "--output",
+                     str(tmp_path / "m.nii.gz"), "--device", "cpu", "--lps-as-ras"]) == 0
+    out = capsys.readouterr()
+    assert "anatomy: spleen" in out.out and "patient's left" in out.out and "(CT fed turned)" in out.out
+    monkeypatch.setattr(predict_module, "load_model_or_bundle", lambda *_a, **_k: (SideNet("right front"), cfg))
+    assert cli.main(["predict", "--model", "any.pth", "--input", str(twin), "--output",
+                     str(tmp_path / "n.nii.gz"), "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    assert "warning:" in out.err and "spleen predicted on the patient's right" in out.err and "--lps-as-ras" in out.err
