@@ -43,7 +43,9 @@ EQUALITY_PROOFS = {
            "assert_same_weights(", "assert repr(model) == repr(build_unet(cfg))"],
     "04": ["assert_same_pipeline(infer_pipeline, infer_transforms(cfg))",
            "assert agreement >= 0.999", "np.array_equal(affine, image.affine)",
-           "this_case.metrics.dice - 2.0 * (q & r).sum() / (q.sum() + r.sum())"],
+           "this_case.metrics.dice - 2.0 * (q & r).sum() / (q.sum() + r.sum())",
+           "assert abs(toy.hd95_mm - hd95_by_hand) < 1e-3 and abs(toy.asd_mm - asd_by_hand) < 1e-3",
+           "assert abs(worst.metrics.hd95_mm - hd95_w)"],
 }
 
 
