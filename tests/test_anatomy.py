@@ -121,3 +121,17 @@ def test_a_survey_counts_and_says_what_the_course_does() -> None:
     assert "turned cases are read with x and y of their header negated" in line and "check them" in line
     assert "headers kept as they are" in survey.line(corrected=False)
     assert SideSurvey({"x": SpleenSide(None, None, 0.0, None)}).line(True).endswith("(tiny or midline mask)")
+
+
+def test_the_committed_dicom_series_converted_has_its_spleen_on_the_left(tmp_path: Path) -> None:
+    """The real series as the course converts it (dicom2nifti, checks on), with its reference SEG
+    mask put on that grid: anatomy agrees with the header dicom2nifti wrote."""
+    import nibabel.processing
+
+    from spleen_helpers.dicom import choose_ct_series, convert_series, scan_study
+
+    series = choose_ct_series(scan_study(sample_ct().dicom_dir, notify=lambda _: None).series)
+    ct = nib.load(convert_series(series, tmp_path / "ct.nii.gz"))
+    reference = nibabel.processing.resample_from_to(nib.load(sample_ct().dicom_seg), ct, order=0)
+    side = spleen_side(np.asanyarray(ct.dataobj), np.asanyarray(reference.dataobj) == 1, ct.affine)
+    assert side.verdict == "as expected" and 80 < side.left_mm < 120 and 15 < side.back_mm < 40, side
