@@ -217,8 +217,15 @@ def test_train_options_become_exactly_those_settings(options: list[str], setting
                                                      tmp_path: Path, train_calls: list) -> None:
     assert main(["train", "--data-dir", str(synthetic_dir), "--out", str(tmp_path / "r"), *options]) == 0
     [(run_dir, cfg, kwargs)] = train_calls
-    assert run_dir == tmp_path / "r" and kwargs == {"resume": False, "overwrite": False, "progress": True}
+    assert run_dir == tmp_path / "r"
+    assert kwargs == {"resume": False, "overwrite": False, "progress": True, "keep_headers": False}
     assert cfg == CourseConfig.synthetic(**settings) and cfg.profile == "synthetic"
+
+
+def test_train_keep_headers_reaches_train(synthetic_dir: Path, tmp_path: Path, train_calls: list) -> None:
+    assert main(["train", "--data-dir", str(synthetic_dir), "--out", str(tmp_path / "r"), "--keep-headers"]) == 0
+    [(_, _, kwargs)] = train_calls
+    assert kwargs["keep_headers"] is True
 
 
 def test_every_setting_has_a_train_option(capsys: pytest.CaptureFixture[str]) -> None:
