@@ -33,6 +33,10 @@ LESSON_CODE = {
            "scheduler.step()", "torch.random.fork_rng()"],
     "04": ["sliding_window_inference(", "Invertd(", "KeepLargestConnectedComponent(", "DiceMetric(",
            "AsDiscrete(", "nib.save(", "compute_hausdorff_distance("],
+    "05": ["ConfigParser()", "get_parsed_content(", "instantiate=False", "UNet(**", "torch.load(", "weights_only=True",
+           "Compose(", "TurnHeaderd(", "sliding_window_inference(", "window_for(", "Invertd(",
+           "hd.seg.SegmentDescription(", "hd.seg.Segmentation(", "generate_uid(", "hd.seg.segread(",
+           "header.get_zooms()"],
 }
 #: How each lesson proves that its written-out code is the package's (a real assertion each).
 EQUALITY_PROOFS = {
@@ -46,6 +50,20 @@ EQUALITY_PROOFS = {
            "this_case.metrics.dice - 2.0 * (q & r).sum() / (q.sum() + r.sum())",
            "assert abs(toy.hd95_mm - hd95_by_hand) < 1e-3 and abs(toy.asd_mm - asd_by_hand) < 1e-3",
            "assert abs(worst.metrics.hd95_mm - hd95_w)"],
+    "05": ["assert_same_weights(bundle_net, package_net)",
+           "assert_same_pipeline(bundle_pipeline, infer_transforms(bundle_cfg))",
+           "assert_same_pipeline(bundle_pipeline, infer_transforms(bundle_cfg, turned=True))",
+           "np.array_equal(affine, ct_img.affine)", "assert agreement >= 0.999",
+           "assert abs(ml_from_file - spleen_ml)",
+           "assert np.array_equal(mine.pixel_array, theirs.pixel_array)", "get_source_image_uids()"],
+}
+#: Written-out calls and the proof against the package that must follow at once: in the first
+#: lesson cell that makes the call, or in the next code cell.
+PROVEN_AT_ONCE = {
+    "05": {"ConfigParser()": "assert_same_weights(bundle_net, package_net)",
+           "sliding_window_inference(": "assert agreement >= 0.999",
+           "Invertd(": "assert agreement >= 0.999",
+           "Segmentation(": "assert np.array_equal(mine.pixel_array, theirs.pixel_array)"},
 }
 
 
@@ -155,6 +173,14 @@ class TestNotebook:
         assert not missing, f"{path.name}: the lesson does not write out {missing}"
         proofs = [p for p in EQUALITY_PROOFS.get(path.name[:2], []) if p not in lesson]
         assert not proofs, f"{path.name}: the equality proof(s) {proofs} are gone"
+
+    def test_proves_each_written_out_step_in_the_same_or_the_next_cell(self, path: Path) -> None:
+        code = [c.source for c in read(path).cells if c.cell_type == "code" and "solution" not in tags(c)]
+        for call, proof in PROVEN_AT_ONCE.get(path.name[:2], {}).items():
+            first = next((i for i, source in enumerate(code) if call in source), None)
+            assert first is not None, f"{path.name}: the lesson does not write out {call}"
+            assert proof in "\n".join(code[first:first + 2]), (
+                f"{path.name}: {proof!r} does not follow {call} in its cell or the next")
 
     def test_ends_with_exercises_recap_and_cleanup(self, path: Path) -> None:
         cells = read(path).cells

@@ -392,8 +392,13 @@ def test_predict_with_the_bundle_uses_its_preprocessing(server: LocalServer, tmp
 def test_notebook_05_segments_the_study_with_the_bundle(server: LocalServer, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Notebook 05 with the pretrained bundle present (here a loopback bundle of a random UNet):
-    ``weights = "pretrained"`` takes it, with the bundle's own preprocessing, and the notebook
-    runs to its end (mask, SEG, viewers). Its own course home, so no other test sees the bundle."""
+    ``weights = "auto"`` takes it over the phantom model; the by-hand cells read its config,
+    build the UNet and its preprocessing and prove them the package's; the domain-shift
+    experiment prints a Dice computed for the phantom model and for the bundle; the notebook
+    runs to its end (mask, SEG, viewers). Its own course home, so no other test sees the
+    bundle. The plain nbmake run of the suite is the run without a bundle."""
+    import re
+
     import nbformat
 
     from spleen_helpers.tools.course import run_course
@@ -402,11 +407,16 @@ def test_notebook_05_segments_the_study_with_the_bundle(server: LocalServer, tmp
     bundle = download_pretrained(url=server.url("/bundle.zip"), progress=False, log=lambda _: None)
     assert bundle.path.is_relative_to(tmp_path / "home")
     out = tmp_path / "course"
-    summary = run_course(out, notebooks=["05"], cell_timeout=300, parameters={"weights": "pretrained"})
+    summary = run_course(out, notebooks=["05"], cell_timeout=300)
     assert summary.ok and summary.notebooks[0].status == "ok", summary.notebooks[0]
     text = "".join(o.get("text", "") for c in nbformat.read(out / "05_segment_a_study.ipynb", as_version=4).cells
                    for o in c.get("outputs", []))
     expected = bundle.config
-    assert "source: pretrained" in text
+    assert "source: pretrained" in text and "the pretrained bundle, trained on real CTs" in text
     assert f"pixdim {expected.pixdim} mm" in text and f"window {expected.roi_size}" in text
+    assert "bundle.load() = UNet(**network_def) with models/model.pt" in text
+    assert "this Compose = the package's bundle preprocessing" in text
+    assert "predict_volume = the steps above" in text
+    assert re.search(r"phantom-trained model +Dice \d\.\d{3} against the reference", text), text
+    assert re.search(r"pretrained bundle +Dice \d\.\d{3} against the reference, [\d.]+ mL, layout ", text), text
     assert f"weights : pretrained ({bundle.path}" in text
