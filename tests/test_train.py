@@ -169,12 +169,13 @@ def test_a_decaying_learning_rate_resumes_exactly(synthetic_dir, tmp_path) -> No
 def test_progress_is_one_bar_not_a_line_per_epoch(synthetic_dir, tmp_path, capsys) -> None:
     lines: list[str] = []
     train(synthetic_dir, tmp_path / "bar", tiny_config(max_epochs=3), progress=True, log=lines.append)
-    assert len(lines) == 2 and lines[0].startswith("training on") and lines[1].startswith("done: best val Dice")
+    assert len(lines) == 3 and lines[0] == "spleen side of 6 labelled cases: 6 as expected"
+    assert lines[1].startswith("training on") and lines[2].startswith("done: best val Dice")
     bar = capsys.readouterr().err
     assert "training: 100%" in bar and "3/3" in bar and "val Dice" in bar
     lines.clear()
     train(synthetic_dir, tmp_path / "lines", tiny_config(max_epochs=3), progress=False, log=lines.append)
-    assert [line.split()[:2] for line in lines[1:4]] == [["epoch", "1/3"], ["epoch", "2/3"], ["epoch", "3/3"]]
+    assert [line.split()[:2] for line in lines[2:5]] == [["epoch", "1/3"], ["epoch", "2/3"], ["epoch", "3/3"]]
 
 
 def test_resume_of_finished_run_does_nothing_more(straight_run, synthetic_dir):
