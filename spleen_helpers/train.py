@@ -476,8 +476,8 @@ def find_or_train_model(run_dir: str | os.PathLike | None, data_dir: str | os.Pa
     there that was trained on another data set than ``data_dir`` is still used, with a line
     that says so (``run_dir=None`` skips it: the short run only). An existing best model in
     ``fallback_dir`` is reused unless its run recorded another data set than ``data_dir``
-    (another phantom seed is another data set); then the short run is trained again. Training validates after its last epoch, so the
-    short run always saves a best model.
+    (another phantom seed is another data set); then the short run is trained again.
+    Training validates after its last epoch, so the short run always saves a best model.
 
     >>> find_or_train_model("runs/unet", "data/synthetic", "runs/04/fallback", 2)  # doctest: +SKIP
     """
@@ -561,22 +561,21 @@ def choose_model(weights: str | os.PathLike = "auto", *, run_dir: str | os.PathL
         raise CheckpointError(best, "no trained model here; train one with notebook 03 or `spleen-course train`")
     mine = load_model(best, None, device) if best.is_file() else None
     mine_real = mine is not None and mine[1].profile != "synthetic"
-    bundle = find_pretrained(bundle_root) if choice in ("auto", "pretrained") else None
-    if choice == "pretrained" and bundle is None:
-        raise CheckpointError(Path(bundle_root or default_bundle_root()) / BUNDLE_NAME,
-                              "no pretrained bundle here; run `spleen-course pretrained` first")
     if mine is not None and (choice == "trained" or (choice == "auto" and mine_real)):
         model, cfg = mine
         kind = (f"trained on real data ({cfg.profile} settings)" if mine_real
                 else f"trained on the phantom: {_NEVER_REAL}")
         picked = ModelChoice("trained", best, model, cfg, f"your model {best}, {kind}")
-    elif bundle is not None:
+    elif choice in ("auto", "pretrained") and (bundle := find_pretrained(bundle_root)) is not None:
         model, cfg = bundle.load(device)
         why = "" if choice == "pretrained" else (
             f" (your model {best} was trained on the phantom)" if mine is not None
             else " (no model of yours trained on real data)")
         picked = ModelChoice("pretrained", bundle.path, model, cfg,
                              f"the pretrained bundle, trained on real CTs{why}: {bundle.describe()}")
+    elif choice == "pretrained":
+        raise CheckpointError(Path(bundle_root or default_bundle_root()) / BUNDLE_NAME,
+                              "no pretrained bundle here; run `spleen-course pretrained` first")
     elif mine is not None and not mine_real:
         model, cfg = mine
         missing = "" if choice == "phantom" else "; no model trained on real data and no pretrained bundle were found"
