@@ -2,15 +2,15 @@
 
 Phases:
 
-* ``train``: :func:`spleen_helpers.train.train` on ``data_dir`` with the configuration ``cfg``
+* ``train``: :func:`spleen_helpers.engine.loop.train` on ``data_dir`` with the configuration ``cfg``
   (a :meth:`CourseConfig.to_dict`) into ``run_dir``;
 * ``infer``: one NIfTI ``image`` segmented with ``cfg`` the ``path`` way: ``fast``
-  (:func:`spleen_helpers.predict.predict_volume`), ``invertd`` (the tutorial's,
-  :func:`spleen_helpers.predict.invertd_mask`) or ``bundle`` (the bundle's own inference,
+  (:func:`spleen_helpers.engine.predict.predict_volume`), ``invertd`` (the tutorial's,
+  :func:`spleen_helpers.engine.predict.invertd_mask`) or ``bundle`` (the bundle's own inference,
   :func:`bundle_pipeline_mask`), with the weights of ``model`` (a checkpoint) or, for timing
   only, a seeded fresh network (``organ_sized``: with an organ-sized output, :func:`organ_sized`);
 * ``train_ddp``: the same training in ``nproc`` processes of one ``torch.distributed`` group
-  (:func:`spleen_helpers.distributed.launch`, backend ``backend``).
+  (:func:`spleen_helpers.engine.launch.launch`, backend ``backend``).
 
 The report (JSON) holds ``seconds`` (the phase alone, imports and set-up excluded),
 ``rss_after_imports_mb`` and ``peak_rss_mb`` of this process, and phase-specific values.
@@ -28,8 +28,8 @@ __all__ = ["main"]
 
 
 def _phase_train(args: dict[str, Any]) -> dict[str, Any]:
-    from spleen_helpers.config import CourseConfig
-    from spleen_helpers.train import train
+    from spleen_helpers.ground.settings import CourseConfig
+    from spleen_helpers.engine.loop import train
 
     cfg = CourseConfig.from_dict(args["cfg"])
     t0 = time.perf_counter()
@@ -71,8 +71,8 @@ def bundle_pipeline_mask(model: Any, image: str, cfg: Any, device: Any) -> Any:
     import torch
     from monai.transforms import Activationsd, AsDiscreted, Compose, Invertd
 
-    from spleen_helpers.model import infer_logits
-    from spleen_helpers.transforms import infer_transforms
+    from spleen_helpers.engine.model import infer_logits
+    from spleen_helpers.engine.transforms import infer_transforms
 
     pre = infer_transforms(cfg)
     data = pre({"image": image})
@@ -88,10 +88,10 @@ def _phase_infer(args: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from spleen_helpers.checkpoint import load_model
-    from spleen_helpers.config import CourseConfig
-    from spleen_helpers.model import build_unet, resolve_device
-    from spleen_helpers.predict import invertd_mask, predict_volume
+    from spleen_helpers.engine.checkpoint import load_model
+    from spleen_helpers.ground.settings import CourseConfig
+    from spleen_helpers.engine.model import build_unet, resolve_device
+    from spleen_helpers.engine.predict import invertd_mask, predict_volume
 
     cfg = CourseConfig.from_dict(args["cfg"])
     device = resolve_device(cfg.device)
@@ -116,7 +116,7 @@ def _phase_infer(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _phase_train_ddp(args: dict[str, Any]) -> dict[str, Any]:
-    from spleen_helpers.distributed import _train_process, launch
+    from spleen_helpers.engine.launch import _train_process, launch
 
     t0 = time.perf_counter()
     launch(int(args["nproc"]), _train_process, args["data_dir"], args["run_dir"], args["cfg"], False, True,
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     import monai  # noqa: F401
     import torch  # noqa: F401
 
-    import spleen_helpers.evaluate  # noqa: F401
-    import spleen_helpers.train  # noqa: F401
+    import spleen_helpers.engine.evaluate  # noqa: F401
+    import spleen_helpers.engine.loop  # noqa: F401
 
     from benchmarks.common import peak_rss_mb
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spleen_helpers.errors import CourseError
+from spleen_helpers.ground.errors import CourseError
 
 __all__ = [
     "BenchmarkError",
@@ -308,7 +308,7 @@ class Context:
     # -- what the benchmarks share --------------------------------------------------------
     def synthetic_config(self) -> Any:
         """The course's synthetic settings, read now (quick: tiny network, one epoch)."""
-        from spleen_helpers.config import CourseConfig
+        from spleen_helpers.ground.settings import CourseConfig
 
         cfg = CourseConfig.synthetic()
         if self.quick:
@@ -319,7 +319,7 @@ class Context:
     def data_dir(self) -> Path:
         """The synthetic data set: the course's default one (quick: three tiny cases)."""
         if "data_dir" not in self.artifacts:
-            from spleen_helpers.synthetic import PhantomSpec, ensure_synthetic_dataset
+            from spleen_helpers.data.phantom import PhantomSpec, ensure_synthetic_dataset
 
             if self.quick:
                 path = ensure_synthetic_dataset(self.work_dir / "data-quick", num_cases=3,
@@ -338,7 +338,7 @@ class Context:
                 raise BenchmarkError(self.model, "model file does not exist")
             return self.model
         if "model" not in self.artifacts:
-            from spleen_helpers.train import train
+            from spleen_helpers.engine.loop import train
 
             cfg = self.synthetic_config()
             self.log(f"training a synthetic model ({cfg.max_epochs} epochs) for the Dice comparison")

@@ -1,7 +1,7 @@
 """Benchmark 9: the cost of DistributedDataParallel, per training epoch.
 
 The same training (the course's synthetic settings, ``EPOCHS`` epochs) run as a plain process
-and through :mod:`spleen_helpers.distributed` -- one process in a ``torch.distributed`` group
+and through :mod:`spleen_helpers.engine.launch` -- one process in a ``torch.distributed`` group
 with the model wrapped in ``DistributedDataParallel`` (gradients all-reduced at every step,
 losses and Dice gathered), and, where the machine has two GPUs or at least two cores, two
 processes that split the cases. Each run is a fresh process (plain, DDP, DDP, plain, ... so
@@ -33,7 +33,7 @@ TARGET_OVERHEAD = 0.05
 DESCRIPTION = f"""
 Seconds per training epoch of the synthetic profile ({EPOCHS} epochs, median of epochs 2..{EPOCHS}
 from `history.json`), each run a fresh process, alternating: the plain loop, and
-`spleen_helpers.distributed` with one process (the model in `DistributedDataParallel`, gradients
+`spleen_helpers.engine.launch` with one process (the model in `DistributedDataParallel`, gradients
 all-reduced, validation gathered), and with two processes that split the cases (where there are
 two GPUs, or two cores for `gloo`). GPU with `nccl` where there is one, else CPU with `gloo`.
 Target on one GPU: DDP at most {TARGET_OVERHEAD:.0%} slower per epoch than plain. On a CPU the

@@ -7,7 +7,7 @@ model, same batch shape, same number of steps). A sample is one training patch.
 Loaders compared, each with the course's training transforms and synthetic settings (read
 from :meth:`CourseConfig.synthetic` at run time):
 
-* the course's default, built by :func:`spleen_helpers.train.build_loaders` itself;
+* the course's default, built by :func:`spleen_helpers.engine.loop.build_loaders` itself;
 * ``Dataset`` + ``DataLoader`` with 0 and 2 worker processes, ``Dataset`` + ``ThreadDataLoader``;
 * ``CacheDataset`` + ``DataLoader`` with 0 and 2 workers, ``CacheDataset`` + ``ThreadDataLoader``
   (a variant identical to the default is not run twice).
@@ -84,7 +84,7 @@ def _default_spec(cfg: Any) -> LoaderSpec:
 def _build(spec: LoaderSpec, files: list[dict], cfg: Any) -> Any:
     from monai.data import CacheDataset, DataLoader, Dataset, ThreadDataLoader
 
-    from spleen_helpers.transforms import train_transforms
+    from spleen_helpers.engine.transforms import train_transforms
 
     tf = train_transforms(cfg)
     if spec.dataset == "Dataset":
@@ -97,11 +97,11 @@ def _build(spec: LoaderSpec, files: list[dict], cfg: Any) -> Any:
 
 
 def _make_step(cfg: Any) -> tuple[Callable[[dict], float], Any]:
-    """The model step of :func:`spleen_helpers.train.train` (the same function it calls)."""
+    """The model step of :func:`spleen_helpers.engine.loop.train` (the same function it calls)."""
     import torch
 
-    from spleen_helpers.model import build_loss, build_optimizer, build_unet, resolve_device
-    from spleen_helpers.train import make_train_step
+    from spleen_helpers.engine.model import build_loss, build_optimizer, build_unet, resolve_device
+    from spleen_helpers.engine.loop import make_train_step
 
     device = resolve_device(cfg.device)
     model = build_unet(cfg).to(device)
@@ -132,8 +132,8 @@ def run(ctx: Context) -> Result:
     import torch
     from monai.utils import set_determinism
 
-    from spleen_helpers.data import load_datalist, split_datalist
-    from spleen_helpers.train import build_loaders
+    from spleen_helpers.data.dataset import load_datalist, split_datalist
+    from spleen_helpers.engine.loop import build_loaders
 
     cfg = ctx.synthetic_config()
     data_dir = ctx.data_dir()

@@ -66,7 +66,7 @@ def recipe_transforms(cfg: Any, device: Any) -> tuple[Any, Any]:
     """
     from monai.transforms import Compose, EnsureTyped, Randomizable, ToDeviced
 
-    from spleen_helpers.transforms import train_transforms, val_transforms
+    from spleen_helpers.engine.transforms import train_transforms, val_transforms
 
     keys = ["image", "label"]
     steps = list(train_transforms(cfg).transforms)
@@ -91,8 +91,8 @@ def train_one(cfg: Any, train_files: list[dict], val_files: list[dict], device: 
     from monai.data import CacheDataset, ThreadDataLoader
     from monai.utils import set_determinism
 
-    from spleen_helpers.model import build_loss, build_optimizer, build_unet
-    from spleen_helpers.train import make_train_step, validate_dice
+    from spleen_helpers.engine.model import build_loss, build_optimizer, build_unet
+    from spleen_helpers.engine.loop import make_train_step, validate_dice
 
     set_determinism(seed=cfg.seed)
     train_tf, val_tf = recipe_transforms(cfg, device)
@@ -149,8 +149,8 @@ def _data(ctx: Context, profile: str, cases: int | None) -> tuple[Any, Path]:
     ``synthetic``: the course's synthetic settings and default phantom. ``real``: the
     real-data settings (:class:`CourseConfig`) on larger phantoms at CT-like spacing.
     """
-    from spleen_helpers.config import CourseConfig
-    from spleen_helpers.synthetic import PhantomSpec, ensure_synthetic_dataset
+    from spleen_helpers.ground.settings import CourseConfig
+    from spleen_helpers.data.phantom import PhantomSpec, ensure_synthetic_dataset
 
     if profile == "real":
         cfg = CourseConfig(val_count=max(1, (cases or 16) // 4))
@@ -169,7 +169,7 @@ def measure(ctx: Context, device_name: str = "cuda", profile: str = "synthetic",
     """Run the recipe with fp32 and with AMP; one row per precision."""
     import torch
 
-    from spleen_helpers.data import load_datalist, split_datalist
+    from spleen_helpers.data.dataset import load_datalist, split_datalist
 
     device = torch.device(device_name)
     cfg, data = _data(ctx, profile, cases)

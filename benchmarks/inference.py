@@ -3,7 +3,7 @@
 **Time and peak RSS** of segmenting one CT-sized synthetic volume (512 × 512 × 100 voxels of
 0.8 × 0.8 × 2.5 mm, written as ``.nii.gz``), each run in a fresh process, in turns:
 
-* ``course``: :func:`spleen_helpers.predict.predict_volume` (the fast path: the image read once
+* ``course``: :func:`spleen_helpers.engine.predict.predict_volume` (the fast path: the image read once
   into a float32 tensor, cropped before the window, resampled once in float32; the probability
   back on the image's grid in one resampling of the block around the spleen) with the course's
   real-data settings (:class:`CourseConfig` defaults: 160³ window, overlap 0.25);
@@ -13,7 +13,7 @@
   ``configs/inference.json``: its preprocessing, ``SlidingWindowInferer``, softmax, ``Invertd`` of
   both channels onto the whole grid, argmax; :func:`benchmarks._worker.bundle_pipeline_mask`);
 * ``course, Invertd path``: the course's settings the tutorial's way (whole-volume ``Invertd``,
-  :func:`spleen_helpers.predict.invertd_mask`), i.e. how the course predicted before.
+  :func:`spleen_helpers.engine.predict.invertd_mask`), i.e. how the course predicted before.
 
 The network is the real UNet with seeded weights (its time does not depend on them), whose
 output is replaced by an organ-sized rule (:func:`benchmarks._worker.organ_sized`): an untrained
@@ -89,7 +89,7 @@ def ct_volume(ctx: Context) -> Path:
     if "ct_volume" not in ctx.artifacts:
         import nibabel as nib
 
-        from spleen_helpers.synthetic import PhantomSpec, generate_case
+        from spleen_helpers.data.phantom import PhantomSpec, generate_case
 
         shape, spacing = ((64, 64, 16), (6.0, 6.0, 15.0)) if ctx.quick else (CT_SHAPE, CT_SPACING)
         spec = PhantomSpec(shape=shape, spacing=spacing)
@@ -105,7 +105,7 @@ def ct_volume(ctx: Context) -> Path:
 
 def real_configs(ctx: Context) -> dict[str, Any]:
     """``{"bundle": cfg, "course": cfg}`` for the CT-sized volume (quick: tiny network, coarse grid)."""
-    from spleen_helpers.config import CourseConfig
+    from spleen_helpers.ground.settings import CourseConfig
 
     course = CourseConfig()
     if ctx.quick:
@@ -143,11 +143,11 @@ def _dice(ctx: Context) -> dict[str, Any]:
     import nibabel as nib
     import numpy as np
 
-    from spleen_helpers.checkpoint import load_model
-    from spleen_helpers.data import load_datalist, load_test_cases, split_datalist
-    from spleen_helpers.evaluate import case_metrics
-    from spleen_helpers.model import resolve_device
-    from spleen_helpers.predict import invertd_mask, predict_volume
+    from spleen_helpers.engine.checkpoint import load_model
+    from spleen_helpers.data.dataset import load_datalist, load_test_cases, split_datalist
+    from spleen_helpers.engine.evaluate import case_metrics
+    from spleen_helpers.engine.model import resolve_device
+    from spleen_helpers.engine.predict import invertd_mask, predict_volume
 
     model_path = ctx.trained_model()
     model, cfg = load_model(model_path, device=resolve_device("auto"))

@@ -2,7 +2,7 @@
 
 Phases:
 
-* training: :func:`spleen_helpers.train.train` with the course's synthetic defaults on the
+* training: :func:`spleen_helpers.engine.loop.train` with the course's synthetic defaults on the
   default synthetic data set, for ``val_interval`` epochs (caching, training steps and one
   validation: every kind of allocation a full run makes);
 * inference on one synthetic case with the course's synthetic settings (what notebook 04 does);
@@ -37,7 +37,7 @@ importing torch, MONAI and the course package.
 
 def run(ctx: Context) -> Result:
     """Peak RSS of training and inference phases, each in a fresh process."""
-    from spleen_helpers.data import load_datalist, split_datalist
+    from spleen_helpers.data.dataset import load_datalist, split_datalist
 
     cfg = ctx.synthetic_config()
     train_cfg = cfg.replace(max_epochs=cfg.val_interval)

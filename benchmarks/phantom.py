@@ -69,7 +69,7 @@ def largest_drop(val_epochs: list[int], val_dice: list[float], epochs: int) -> f
 
 
 def _evaluate(model: str, data_dir: str, out: Any) -> dict[str, float]:
-    from spleen_helpers.evaluate import evaluate_cases
+    from spleen_helpers.engine.evaluate import evaluate_cases
 
     scores = {}
     for cases in ("val", "test"):

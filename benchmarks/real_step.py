@@ -2,7 +2,7 @@
 
 The tutorial's settings (``CourseConfig()``: the UNet at full width, batches of 2 volumes × 4
 patches of 96³) on the current device: one warm-up step, then ``--steps`` timed steps of the
-course's own step function (:func:`spleen_helpers.train.make_train_step`) on batches already in
+course's own step function (:func:`spleen_helpers.engine.loop.make_train_step`) on batches already in
 memory. An epoch of the real data set is 16 such steps (32 training volumes, batch size 2);
 data loading comes on top (see the efficiency benchmark for its share).
 
@@ -25,9 +25,9 @@ TRAIN_VOLUMES = 32  # Task09 has 41 labelled volumes; the tutorial keeps 9 for v
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from spleen_helpers.config import CourseConfig
-    from spleen_helpers.model import build_loss, build_optimizer, build_unet, resolve_device
-    from spleen_helpers.train import make_train_step
+    from spleen_helpers.ground.settings import CourseConfig
+    from spleen_helpers.engine.model import build_loss, build_optimizer, build_unet, resolve_device
+    from spleen_helpers.engine.loop import make_train_step
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.real_step", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=3)

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from spleen_helpers.fileio import atomic_path
+from spleen_helpers.ground.files import atomic_path
 
 from .common import CONTEXT_COLUMNS, Result
 

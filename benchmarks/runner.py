@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from spleen_helpers.errors import ConfigError, CourseError
+from spleen_helpers.ground.errors import ConfigError, CourseError
 
 from . import MODULES, NAMES
 from .common import REPO_ROOT, Context, load_note, machine_info, now_utc

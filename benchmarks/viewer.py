@@ -4,10 +4,10 @@ One slider step redraws the three panels (image, label, output) of a slice. Meas
 CT-sized synthetic volume of benchmark 3 (512 × 512 × 100, its label as label and prediction)
 and on the course's real sample CT (122 × 101 × 112, its spleen mask), for:
 
-* the viewer (:class:`spleen_helpers.viz.SliceViewer`): a step sets the slider's value, which
+* the viewer (:class:`spleen_helpers.teaching.viewers.SliceViewer`): a step sets the slider's value, which
   composes the panels with numpy from the windowed ``uint8`` volume and encodes one PNG;
 * a matplotlib figure per step, the way the viewer drew before (the drawing of
-  :func:`spleen_helpers.viz.plot_slices`, saved to PNG), for comparison.
+  :func:`spleen_helpers.teaching.viewers.plot_slices`, saved to PNG), for comparison.
 
 Each step moves to the next slice (a new picture each time); the median of the steps is
 reported with the slowest. Target: ≤ 50 ms per step on 512 × 512 slices.
@@ -48,7 +48,7 @@ def _matplotlib_step(viewer: Any) -> bytes:
     """The current view drawn as the viewer drew it before: a matplotlib figure, saved as PNG."""
     from matplotlib.figure import Figure
 
-    from spleen_helpers.viz import AXIS_NAMES, _aspect, _draw_row
+    from spleen_helpers.teaching.viewers import AXIS_NAMES, _aspect, _draw_row
 
     axis, index = int(viewer.axis.value), int(viewer.slider.value)
     planes = viewer.current_slice_data()
@@ -83,8 +83,8 @@ def _steps(viewer: Any, count: int, draw: Any = None) -> list[float]:
 
 def run(ctx: Context) -> Result:
     """Milliseconds per slider step, the viewer vs a matplotlib figure per step, on two volumes."""
-    from spleen_helpers.data import sample_ct
-    from spleen_helpers.viz import slice_viewer
+    from spleen_helpers.data.dataset import sample_ct
+    from spleen_helpers.teaching.viewers import slice_viewer
 
     ct = ct_volume(ctx)
     sample = sample_ct()

@@ -14,7 +14,7 @@ SHARED_DATA = Path(os.environ.get("SPLEEN_SHARED_DATA", REPO_ROOT.parent / "shar
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (real scanner DICOM and CT); skip when this checkout has none, fail under CI=true."""
-    from support import skip_or_fail
+    from tests.support import skip_or_fail
 
     if not SHARED_DATA.is_dir():
         skip_or_fail(f"real test data not found at {SHARED_DATA} (only developers' and CI's "
@@ -25,7 +25,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic data set (6 cases, default grid), written once per test session."""
-    from spleen_helpers.synthetic import write_synthetic_dataset
+    from spleen_helpers.data.phantom import write_synthetic_dataset
 
     return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), num_cases=6, seed=0)
 
@@ -60,7 +60,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny UNet saved the way training saves its best model (2 validation cases)."""
-    from support import save_tiny_model
+    from tests.support import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("model"), val_count=2)
 
@@ -68,8 +68,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def case():
     """One phantom case ``(image HU, label, affine)`` on the DICOM tests' grid."""
-    from spleen_helpers.synthetic import generate_case
-    from support import DICOM_SPEC
+    from spleen_helpers.data.phantom import generate_case
+    from tests.support import DICOM_SPEC
 
     return generate_case(3, DICOM_SPEC)
 
@@ -77,7 +77,7 @@ def case():
 @pytest.fixture
 def synth_dir(tmp_path: Path, case) -> Path:
     """That case written as one DICOM CT series (``tmp_path/dicom``)."""
-    from spleen_helpers.synthetic import write_ct_series
+    from spleen_helpers.data.phantom_dicom import write_ct_series
 
     image, _, affine = case
     out = tmp_path / "dicom"

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from spleen_helpers.checkpoint import save_checkpoint
-from spleen_helpers.config import CourseConfig, RunLayout
-from spleen_helpers.model import build_unet
-from spleen_helpers.synthetic import PhantomSpec
+from spleen_helpers.engine.checkpoint import save_checkpoint
+from spleen_helpers.ground.settings import CourseConfig
+from spleen_helpers.ground.paths import RunLayout
+from spleen_helpers.engine.model import build_unet
+from spleen_helpers.data.phantom import PhantomSpec
 
 TINY = dict(channels=(4, 8, 16), strides=(2, 2), max_epochs=1, val_interval=1)
 

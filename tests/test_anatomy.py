@@ -10,11 +10,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spleen_helpers.anatomy import (DEAD_BAND_MM, LPS_AS_RAS, MIDLINE_MM, SideSurvey, SpleenSide, spleen_side,
-                                    survey_sides, write_lps_as_ras_twin)
-from spleen_helpers.data import sample_ct
-from spleen_helpers.errors import DataError
-from spleen_helpers.synthetic import generate_case
+from spleen_helpers.data.anatomy import DEAD_BAND_MM, LPS_AS_RAS, MIDLINE_MM, SideSurvey, SpleenSide, spleen_side, survey_sides, write_lps_as_ras_twin
+from spleen_helpers.data.dataset import sample_ct
+from spleen_helpers.ground.errors import DataError
+from spleen_helpers.data.phantom import generate_case
 
 MIRROR_X = np.diag([-1.0, 1.0, 1.0, 1.0])
 
@@ -128,7 +127,9 @@ def test_the_committed_dicom_series_converted_has_its_spleen_on_the_left(tmp_pat
     mask put on that grid: anatomy agrees with the header dicom2nifti wrote."""
     import nibabel.processing
 
-    from spleen_helpers.dicom import choose_ct_series, convert_series, scan_study
+    from spleen_helpers.data.dicom.choose import choose_ct_series
+    from spleen_helpers.data.dicom.convert import convert_series
+    from spleen_helpers.data.dicom.scan import scan_study
 
     series = choose_ct_series(scan_study(sample_ct().dicom_dir, notify=lambda _: None).series)
     ct = nib.load(convert_series(series, tmp_path / "ct.nii.gz"))

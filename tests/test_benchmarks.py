@@ -166,7 +166,7 @@ def test_gpu_recipe_caches_up_to_the_first_random_transform() -> None:
     from monai.transforms import Randomizable, ToDeviced
 
     from benchmarks.gpu_recipe import recipe_transforms
-    from spleen_helpers.config import CourseConfig
+    from spleen_helpers.ground.settings import CourseConfig
 
     train_tf, val_tf = recipe_transforms(CourseConfig.synthetic(), torch.device("cpu"))
     names = [type(t).__name__ for t in train_tf.transforms]

@@ -24,7 +24,7 @@ screenshot of the whole page in ``artifacts/browser/<notebook>_failure.png``.
 The image change is measured on the drawn pixels below the panels' titles (the titles name
 the slice, so they change even when the picture does not).
 
-The 3-D view (:func:`spleen_helpers.viz.view_3d`, an ipyniivue widget drawn with WebGL) is
+The 3-D view (:func:`spleen_helpers.teaching.viewers.view_3d`, an ipyniivue widget drawn with WebGL) is
 checked the same way in a generated notebook and in ``notebooks/05_segment_a_study.ipynb``:
 its canvas must show a picture (not one flat colour). Where the headless browser offers no WebGL 2, the test says so and checks the static
 surface picture displayed with it instead (``<notebook>_3d.png`` is saved either way).
@@ -57,7 +57,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from support import skip_or_fail
+from tests.support import skip_or_fail
 
 pytestmark = pytest.mark.browser
 
@@ -107,7 +107,7 @@ FILLED_ROW = 0.5
 
 
 def scratch_notebook() -> nbformat.NotebookNode:
-    """A small notebook whose viewer has the structure of ``spleen_helpers.viz.slice_viewer``.
+    """A small notebook whose viewer has the structure of ``spleen_helpers.teaching.viewers.slice_viewer``.
 
     A VBox (class ``spleen-slice-viewer``) with an IntSlider "slice", a FloatSlider "opacity"
     and an ``ipywidgets.Output`` (class ``spleen-slice-image``) redrawn with matplotlib.
@@ -153,10 +153,10 @@ viewer'''
 
 
 def view3d_notebook() -> nbformat.NotebookNode:
-    """A notebook that shows a small phantom CT and its spleen with ``spleen_helpers.viz.view_3d``."""
+    """A notebook that shows a small phantom CT and its spleen with ``spleen_helpers.teaching.viewers.view_3d``."""
     code = """\
-from spleen_helpers.synthetic import PhantomSpec, generate_case
-from spleen_helpers.viz import view_3d
+from spleen_helpers.data.phantom import PhantomSpec, generate_case
+from spleen_helpers.teaching.viewers import view_3d
 
 image, label, affine = generate_case(0, PhantomSpec(shape=(64, 64, 24)))
 view_3d(image, label=label, affine=affine, height=360)"""
@@ -442,7 +442,7 @@ def test_a_new_title_alone_is_no_changed_image() -> None:
 
     # the viewer's own drawing, for a square slice and for a wide, flat one (a short panel
     # under a title of the same height: a fixed top fifth would cut into the title's text)
-    from spleen_helpers.viz import compose_panels
+    from spleen_helpers.teaching.viewers import compose_panels
 
     def viewer_png(picture: np.ndarray, title: str) -> bytes:
         gray = (picture * 255).astype(np.uint8)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from spleen_helpers.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from spleen_helpers.config import CourseConfig
-from spleen_helpers.errors import CheckpointError
-from spleen_helpers.transforms import train_transforms
-from support import CodeRunningPayload
+from spleen_helpers.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from spleen_helpers.ground.settings import CourseConfig
+from spleen_helpers.ground.errors import CheckpointError
+from spleen_helpers.engine.transforms import train_transforms
+from tests.support import CodeRunningPayload
 
 
 def test_round_trip_plain_data(tmp_path):

@@ -13,14 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from spleen_helpers.tools.course import (
-    course_notebooks,
-    notebook_parameters,
-    parse_parameter_value,
-    run_course,
-    select_notebooks,
-)
-from spleen_helpers.errors import ConfigError, CourseError, DataError
+from spleen_helpers.tools.course import course_notebooks, notebook_parameters, parse_parameter_value, run_course, select_notebooks
+from spleen_helpers.ground.errors import ConfigError, CourseError, DataError
 
 
 def make_notebook(path: Path, parameters: str, *cells: str) -> Path:
@@ -53,7 +47,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.mark.slow
 def test_notebook_01_runs_with_injected_case_and_chunk_size(tmp_path: Path, home: Path) -> None:
-    from spleen_helpers.synthetic import PhantomSpec, write_synthetic_dataset
+    from spleen_helpers.data.phantom import PhantomSpec, write_synthetic_dataset
 
     data = write_synthetic_dataset(tmp_path / "data", num_cases=2, seed=3, dicom=True,
                                    spec=PhantomSpec(shape=(40, 40, 16)))
@@ -85,7 +79,7 @@ def test_notebook_01_runs_with_injected_case_and_chunk_size(tmp_path: Path, home
 def test_notebook_01_takes_a_study_folder_of_your_own(tmp_path: Path, home: Path) -> None:
     """``dicom_dir`` alone, pointing at a whole study (a localizer, two CT reconstructions, a
     dose report): the notebook picks the CT series by the documented rule and runs to the end."""
-    from spleen_helpers.synthetic import write_phantom_study
+    from spleen_helpers.data.phantom import write_phantom_study
 
     study = write_phantom_study(tmp_path / "study")
     out = tmp_path / "course"
@@ -101,7 +95,7 @@ def test_summary_reads_dice_from_history_and_a_failing_cell_stops_the_course(
         tmp_path: Path, home: Path) -> None:
     train = make_notebook(
         tmp_path / "01_train.ipynb", 'run_dir = ""\nepochs = 2',
-        "from spleen_helpers.history import TrainingHistory\n"
+        "from spleen_helpers.engine.history import TrainingHistory\n"
         "h = TrainingHistory()\n"
         "for e in range(1, epochs + 1):\n"
         "    h.record_epoch(e, 1.0 / e, 0.1)\n"
@@ -139,7 +133,7 @@ def test_a_long_notebook_reports_progress_while_it_runs(tmp_path: Path, home: Pa
     nb = make_notebook(
         tmp_path / "01_long.ipynb", 'run_dir = ""',
         "import json, time\nfrom pathlib import Path\n"
-        "from spleen_helpers.history import TrainingHistory\n"
+        "from spleen_helpers.engine.history import TrainingHistory\n"
         "(Path(run_dir) / 'config.json').write_text(json.dumps({'max_epochs': 9}))\n"
         "h = TrainingHistory()\n"
         "for e in (1, 2, 3):\n"

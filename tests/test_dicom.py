@@ -1,4 +1,4 @@
-"""Tests of spleen_helpers.dicom: grouping, checks, study folders, choosing a series,
+"""Tests of spleen_helpers.data.dicom.series: grouping, checks, study folders, choosing a series,
 multi-frame files, gantry tilt, chunking, conversion, CLI.
 
 Synthetic series and studies exercise the writers and every refusal; the committed real CT
@@ -20,16 +20,17 @@ import numpy as np
 import pydicom
 import pytest
 
-from spleen_helpers.data import sample_ct
-from spleen_helpers.dicom import (MIN_SLICES, DicomSeries, DicomWarning, choose_ct_series,
-                                  convert_series, convert_study, dicom_dir_to_nifti, find_series,
-                                  load_series_hu, scan_study, select_series, series_name,
-                                  split_series)
-from spleen_helpers.errors import DicomError
-from spleen_helpers.synthetic import (PhantomSpec, generate_case, tilted_affine, write_ct_series,
-                                      write_enhanced_ct, write_phantom_study)
+from spleen_helpers.data.dataset import sample_ct
+from spleen_helpers.data.dicom.series import MIN_SLICES, DicomSeries, DicomWarning
+from spleen_helpers.data.dicom.choose import choose_ct_series, select_series, split_series
+from spleen_helpers.data.dicom.convert import convert_series, convert_study, dicom_dir_to_nifti, series_name
+from spleen_helpers.data.dicom.scan import find_series, scan_study
+from spleen_helpers.data.dicom.hu import load_series_hu
+from spleen_helpers.ground.errors import DicomError
+from spleen_helpers.data.phantom import PhantomSpec, generate_case, write_phantom_study
+from spleen_helpers.data.phantom_dicom import tilted_affine, write_ct_series, write_enhanced_ct
 from spleen_helpers.tools.cli import main
-from support import DICOM_SPEC, one_line_naming
+from tests.support import DICOM_SPEC, one_line_naming
 
 
 VENDOR_SERIES = [

@@ -15,9 +15,9 @@ import torch
 from scipy import ndimage
 
 from spleen_helpers.tools import cli
-from spleen_helpers.errors import ConfigError, DataError
-from spleen_helpers.evaluate import MASKS_DIR, case_metrics, evaluate_cases
-from support import ThresholdNet, dice, level_for, skip_or_fail
+from spleen_helpers.ground.errors import ConfigError, DataError
+from spleen_helpers.engine.evaluate import MASKS_DIR, case_metrics, evaluate_cases
+from tests.support import ThresholdNet, dice, level_for, skip_or_fail
 
 # ------------------------------------------------------------------------------ metrics
 def test_shifted_cubes_have_the_known_dice_iou_and_volumes() -> None:
@@ -239,7 +239,7 @@ def test_metrics_equal_medpy_where_the_definitions_coincide() -> None:
 # ------------------------------------------------------------------ files and reports
 def test_evaluate_cases_writes_masks_csv_and_summary(tiny_model: Path, synthetic_dir: Path,
                                                      tmp_path: Path, monkeypatch) -> None:
-    import spleen_helpers.evaluate as evaluate
+    import spleen_helpers.engine.evaluate as evaluate
 
     # The tiny model's configuration, with a stand-in network whose masks are far from empty
     # and far from perfect (everything brighter than 95 HU: spleen, kidneys, aorta, spine).
@@ -296,7 +296,7 @@ def test_evaluate_named_cases_and_bad_selections(tiny_model: Path, synthetic_dir
                           save_predictions=False, log=lambda _: None)
     assert [c.name for c in test.cases] == ["spleen_test_1", "spleen_test_2", "spleen_test_3", "spleen_test_4"]
     assert all("imagesTs" in str(c.image) and "labelsTs" in str(c.label) for c in test.cases)
-    from spleen_helpers.synthetic import write_synthetic_dataset
+    from spleen_helpers.data.phantom import write_synthetic_dataset
 
     no_test = write_synthetic_dataset(tmp_path / "no_test", num_cases=3, num_test=0)
     with pytest.raises(DataError, match="has no labelled test cases"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spleen_helpers.figures import NotebookFigure, save_figure
+from spleen_helpers.ground.figures import NotebookFigure, save_figure
 
 
 def _figure() -> NotebookFigure:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from matplotlib.figure import Figure
 
-from spleen_helpers.errors import DataError
-from spleen_helpers.history import TrainingHistory, plot_learning_curves
+from spleen_helpers.ground.errors import DataError
+from spleen_helpers.engine.history import TrainingHistory, plot_learning_curves
 
 # Validation every 2 epochs; the best Dice is at epoch 6, the third validation (index 2).
 # The tutorial's `val_dice[best_metric_epoch // 2]` would pick index 3 (epoch 8, 0.61) instead.

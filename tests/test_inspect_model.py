@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from spleen_helpers.config import CourseConfig
-from spleen_helpers.errors import ConfigError
-from spleen_helpers.inspect_model import block_output_shapes, format_block_shapes
-from spleen_helpers.model import build_unet
+from spleen_helpers.ground.settings import CourseConfig
+from spleen_helpers.ground.errors import ConfigError
+from spleen_helpers.teaching.inspect_model import block_output_shapes, format_block_shapes
+from spleen_helpers.engine.model import build_unet
 
 CFG = CourseConfig.synthetic(patch_size=(32, 32, 32), roi_size=(32, 32, 32))   # a cube: halves on every axis
 

@@ -11,25 +11,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from monai.transforms import Compose
 
-from spleen_helpers.config import CourseConfig
-from spleen_helpers.data import load_datalist
-from spleen_helpers.errors import ConfigError, DataError
-from spleen_helpers.inspect_transforms import (
-    Patch,
-    apply_step_by_step,
-    centre_range,
-    plot_check_transforms,
-    plot_crop_foreground,
-    plot_intensity_scaling,
-    plot_patch_centres,
-    plot_patches,
-    plot_steps,
-    sample_patches,
-    select_case,
-    spleen_centre_mm,
-    summary_table,
-)
-from spleen_helpers.transforms import preprocessing_steps, train_transforms
+from spleen_helpers.ground.settings import CourseConfig
+from spleen_helpers.data.dataset import load_datalist
+from spleen_helpers.ground.errors import ConfigError, DataError
+from spleen_helpers.teaching.inspect_transforms import Patch, apply_step_by_step, centre_range, plot_check_transforms, plot_crop_foreground, plot_intensity_scaling, plot_patch_centres, plot_patches, plot_steps, sample_patches, select_case, spleen_centre_mm, summary_table
+from spleen_helpers.engine.transforms import preprocessing_steps, train_transforms
 
 CFG = CourseConfig.synthetic()
 

@@ -5,17 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spleen_helpers.config import CourseConfig
-from spleen_helpers.errors import ConfigError
-from spleen_helpers.model import (
-    build_dice_metric,
-    build_loss,
-    build_optimizer,
-    build_unet,
-    count_parameters,
-    infer_logits,
-    resolve_device,
-)
+from spleen_helpers.ground.settings import CourseConfig
+from spleen_helpers.ground.errors import ConfigError
+from spleen_helpers.engine.model import build_dice_metric, build_loss, build_optimizer, build_unet, count_parameters, infer_logits, resolve_device
 
 TUTORIAL_PARAMETERS = 4_808_917   # MONAI spleen tutorial's UNet(16, 32, 64, 128, 256; 2 res units)
 SMALL = CourseConfig.synthetic(channels=(4, 8, 16), strides=(2, 2), patch_size=(16, 16, 16),

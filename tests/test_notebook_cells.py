@@ -1,6 +1,6 @@
 """The install cell that opens every notebook: what it does in Colab, locally, and when broken.
 
-The cell's source (``spleen_helpers.tools.notebook_cells.install_cell_source``) is executed as a
+The cell's source (``spleen_helpers.teaching.notebook_cells.install_cell_source``) is executed as a
 notebook would execute it, with ``google.colab`` faked or hidden, ``spleen_helpers`` importable
 or not, and ``subprocess.check_call`` replaced by a recorder, so no pip runs. Every course
 notebook must open with the badge and exactly this cell.
@@ -17,13 +17,8 @@ from typing import Any
 import nbformat
 import pytest
 
-from spleen_helpers.errors import DataError
-from spleen_helpers.tools.notebook_cells import (
-    colab_badge,
-    colab_install_command,
-    install_cell_source,
-    sync_notebook,
-)
+from spleen_helpers.ground.errors import DataError
+from spleen_helpers.teaching.notebook_cells import colab_badge, colab_install_command, install_cell_source, sync_notebook
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("0*.ipynb"))
@@ -119,13 +114,13 @@ def test_notebook_opens_with_badge_and_install_cell(path: Path) -> None:
     assert title.cell_type == "markdown", f"{path.name}: the first cell is not the title cell"
     assert colab_badge(path.name) in title.source, (
         f"{path.name}: the title cell lacks the Open-in-Colab badge for this notebook "
-        "(run `python -m spleen_helpers.tools.notebook_cells`)")
+        "(run `python -m spleen_helpers.teaching.notebook_cells`)")
     assert install.cell_type == "code", f"{path.name}: the second cell is not a code cell"
     hint = (" (it differs only in trailing whitespace)"
             if install.source.rstrip() == install_cell_source().rstrip() else "")
     assert install.source == install_cell_source(), (
         f"{path.name}: the second cell is not exactly the current install cell{hint}: "
-        "run `python -m spleen_helpers.tools.notebook_cells`")
+        "run `python -m spleen_helpers.teaching.notebook_cells`")
 
 
 # ----------------------------------------------------------------------- sync_notebook

@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from spleen_helpers.tools.notebook_cells import colab_badge, install_cell_source
+from spleen_helpers.teaching.notebook_cells import colab_badge, install_cell_source
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -154,7 +154,7 @@ class TestNotebook:
                 if install.source.rstrip() == install_cell_source().rstrip() else "")
         assert install.cell_type == "code" and install.source == install_cell_source(), (
             f"{path.name}: the second cell must be exactly the install cell{hint} "
-            "(run `python -m spleen_helpers.tools.notebook_cells`)")
+            "(run `python -m spleen_helpers.teaching.notebook_cells`)")
         assert imports.cell_type == "code" and not is_parameters(imports)
         tree = ast.parse(python_source(imports.source))
         kinds = [isinstance(n, (ast.Import, ast.ImportFrom)) for n in tree.body if not is_magic(n)]

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from spleen_helpers.config import CourseConfig
-from spleen_helpers.data import sample_ct
-from spleen_helpers.errors import CheckpointError, ConfigError, DataError, DicomError
-from spleen_helpers.predict import invertd_mask, predict_file, predict_volume, save_mask
+from spleen_helpers.ground.settings import CourseConfig
+from spleen_helpers.data.dataset import sample_ct
+from spleen_helpers.ground.errors import CheckpointError, ConfigError, DataError, DicomError
+from spleen_helpers.engine.predict import invertd_mask, predict_file, predict_volume, save_mask
 from spleen_helpers.tools import cli
-from support import ThresholdNet, dice, level_for, lps_case, save_nifti, tiny_cfg
+from tests.support import ThresholdNet, dice, level_for, lps_case, save_nifti, tiny_cfg
 
 # ----------------------------------------------------------------- original image space
 def test_prediction_comes_back_on_the_lps_anisotropic_grid(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ class ShapeRecorder(ThresholdNet):
 def test_the_window_is_no_larger_than_the_image(monkeypatch: pytest.MonkeyPatch) -> None:
     """The real CT preprocessed (243 × 191 × 168) is smaller than a 256³ window: the network
     sees the image rounded up to multiples of 16, not 256³ of mostly padding; the same mask."""
-    from spleen_helpers.predict import load_image_for_inference, window_for
+    from spleen_helpers.engine.predict import load_image_for_inference, window_for
 
     cfg = CourseConfig(roi_size=(256, 256, 256))
     shape = tuple(load_image_for_inference(sample_ct().ct, cfg)["image"].shape[1:])
@@ -85,7 +85,7 @@ def test_the_window_is_no_larger_than_the_image(monkeypatch: pytest.MonkeyPatch)
     window = window_for(shape, cfg)
     assert net.shapes == [window] and window != cfg.roi_size
     assert all(w % cfg.size_multiple == 0 and n <= w < n + cfg.size_multiple for w, n in zip(window, shape))
-    monkeypatch.setattr("spleen_helpers.predict.window_for", lambda shape, cfg: cfg.roi_size)
+    monkeypatch.setattr("spleen_helpers.engine.predict.window_for", lambda shape, cfg: cfg.roi_size)
     padded = ShapeRecorder(level_for(60, cfg))
     assert np.array_equal(mask, predict_volume(padded, sample_ct().ct, cfg, "cpu")[0])
     assert padded.shapes == [cfg.roi_size]
@@ -128,8 +128,8 @@ def test_the_fast_way_back_agrees_with_invertd(tmp_path: Path, keep: bool) -> No
 def test_the_fast_preprocessing_gives_the_pipelines_image(changes: dict) -> None:
     """Read once with nibabel, cropped before the window, resampled in float32: the image and the
     grid of infer_transforms(cfg), to the last bits of a float."""
-    from spleen_helpers.predict import load_image_for_inference
-    from spleen_helpers.transforms import infer_transforms
+    from spleen_helpers.engine.predict import load_image_for_inference
+    from spleen_helpers.engine.transforms import infer_transforms
 
     cfg = CourseConfig(**changes)
     fast = load_image_for_inference(sample_ct().ct, cfg)["image"]
@@ -146,9 +146,9 @@ def test_the_block_resampling_is_invertd_voxel_for_voxel(tmp_path: Path, order: 
     but a few that sit on the 0.5 threshold."""
     from monai.transforms import Invertd
 
-    from spleen_helpers.model import infer_logits
-    from spleen_helpers.predict import spleen_mask_in_image_space
-    from spleen_helpers.transforms import infer_transforms
+    from spleen_helpers.engine.model import infer_logits
+    from spleen_helpers.engine.predict import spleen_mask_in_image_space
+    from spleen_helpers.engine.transforms import infer_transforms
 
     path, hu, affine = lps_case(tmp_path)
     for image, cfg, level in ((path, tiny_cfg(pixdim=(3.0, 2.0, 4.0), transform_order=order), 100.5),
@@ -172,7 +172,7 @@ def test_keep_largest_resamples_only_the_largest_components_block() -> None:
     from monai.data import MetaTensor
     from monai.transforms import SpatialResample
 
-    from spleen_helpers.predict import spleen_mask_in_image_space
+    from spleen_helpers.engine.predict import spleen_mask_in_image_space
 
     grid = MetaTensor(torch.zeros(1, 40, 40, 20), affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))
     p = torch.zeros(40, 40, 20)
@@ -210,7 +210,8 @@ def test_save_mask_refuses_a_name_that_is_not_nifti(tmp_path: Path) -> None:
 
 
 def test_predict_file_from_nifti_and_from_a_dicom_folder(tiny_model: Path, tmp_path: Path) -> None:
-    from spleen_helpers.synthetic import PhantomSpec, generate_case, write_ct_series
+    from spleen_helpers.data.phantom import PhantomSpec, generate_case
+    from spleen_helpers.data.phantom_dicom import write_ct_series
 
     spec = PhantomSpec(shape=(48, 48, 10), spacing=(5.0, 5.0, 8.0))
     image, _, affine = generate_case(3, spec)
@@ -233,7 +234,7 @@ def test_predict_file_from_nifti_and_from_a_dicom_folder(tiny_model: Path, tmp_p
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Localizer (series 1), CT at 6 mm (2), CT at 3 mm (3: the most slices), dose report (999)."""
-    from spleen_helpers.synthetic import write_phantom_study
+    from spleen_helpers.data.phantom import write_phantom_study
 
     return write_phantom_study(tmp_path_factory.mktemp("study") / "study", seed=2)
 
@@ -345,7 +346,8 @@ def test_failed_mask_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -
 
 # ------------------------------------------------------------------------- DICOM SEG output
 def _phantom_dicom(tmp_path: Path) -> tuple[Path, np.ndarray]:
-    from spleen_helpers.synthetic import PhantomSpec, generate_case, write_ct_series
+    from spleen_helpers.data.phantom import PhantomSpec, generate_case
+    from spleen_helpers.data.phantom_dicom import write_ct_series
 
     image, _, affine = generate_case(5, PhantomSpec(shape=(48, 48, 10), spacing=(5.0, 5.0, 8.0)))
     write_ct_series(image, affine, tmp_path / "dicom")
@@ -356,9 +358,9 @@ def _background_only_model(tmp_path: Path) -> Path:
     """A tiny UNet whose output layer always says background: an empty prediction, for sure."""
     import torch
 
-    from spleen_helpers.checkpoint import save_checkpoint
-    from spleen_helpers.config import RunLayout
-    from spleen_helpers.model import build_unet
+    from spleen_helpers.engine.checkpoint import save_checkpoint
+    from spleen_helpers.ground.paths import RunLayout
+    from spleen_helpers.engine.model import build_unet
 
     cfg = tiny_cfg()
     state = build_unet(cfg).state_dict()
@@ -373,7 +375,7 @@ def _background_only_model(tmp_path: Path) -> Path:
 
 
 def test_predict_writes_a_dicom_seg_equal_to_the_mask(tiny_model: Path, tmp_path: Path) -> None:
-    from spleen_helpers.dicom_seg import dicom_seg_to_mask
+    from spleen_helpers.data.seg import dicom_seg_to_mask
 
     folder, _ = _phantom_dicom(tmp_path)
     r = predict_file(tiny_model, folder, tmp_path / "out" / "mask.nii.gz", device="cpu",
@@ -465,14 +467,14 @@ BUNDLE_ON_PHANTOM = CourseConfig.synthetic(transform_order="bundle", roi_size=(9
 
 @pytest.fixture(scope="module")
 def phantom_ct(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from spleen_helpers.synthetic import generate_case
+    from spleen_helpers.data.phantom import generate_case
 
     image, _, affine = generate_case(0)
     return save_nifti(image, affine, tmp_path_factory.mktemp("phantom") / "ct.nii.gz")
 
 
 def test_the_bundle_is_run_turned_when_its_spleen_lies_on_the_right(phantom_ct: Path) -> None:
-    from spleen_helpers.predict import segment_checked
+    from spleen_helpers.engine.predict import segment_checked
 
     lines: list[str] = []
     net = SideNet("right front")                          # a model that learned turned anatomy
@@ -486,7 +488,7 @@ def test_the_bundle_is_run_turned_when_its_spleen_lies_on_the_right(phantom_ct: 
 
 
 def test_a_plausible_first_result_is_kept_without_a_second_run(phantom_ct: Path) -> None:
-    from spleen_helpers.predict import segment_checked
+    from spleen_helpers.engine.predict import segment_checked
 
     lines: list[str] = []
     net = SideNet("left back")
@@ -496,7 +498,7 @@ def test_a_plausible_first_result_is_kept_without_a_second_run(phantom_ct: Path)
 
 
 def test_neither_layout_plausible_keeps_the_configs_result_and_warns(phantom_ct: Path) -> None:
-    from spleen_helpers.predict import AnatomyWarning, segment_checked
+    from spleen_helpers.engine.predict import AnatomyWarning, segment_checked
 
     net = SideNet("right back")                           # mirrored as stored, mirrored turned
     with pytest.warns(AnatomyWarning, match="spleen predicted on the patient's right"):
@@ -506,7 +508,7 @@ def test_neither_layout_plausible_keeps_the_configs_result_and_warns(phantom_ct:
 
 
 def test_any_other_model_on_the_wrong_side_is_a_warning_never_a_turn(phantom_ct: Path) -> None:
-    from spleen_helpers.predict import AnatomyWarning, segment_checked
+    from spleen_helpers.engine.predict import AnatomyWarning, segment_checked
 
     net = SideNet("right front")
     with pytest.warns(AnatomyWarning, match=r"ct.nii.gz: spleen predicted on the patient's right.*--lps-as-ras"):
@@ -519,9 +521,9 @@ def test_the_turned_layout_is_the_twins_input_bit_for_bit(phantom_ct: Path, tmp_
     """Fed turned, a correctly oriented CT gives the network exactly what its LPS-as-RAS twin gives
     with unmodified settings (the bundle's own, and the tutorial's); the fast path's turned read is
     the pipeline's (infer_transforms(turned=True)) to the last bits of a float."""
-    from spleen_helpers.anatomy import write_lps_as_ras_twin
-    from spleen_helpers.predict import load_image_for_inference
-    from spleen_helpers.transforms import infer_transforms
+    from spleen_helpers.data.anatomy import write_lps_as_ras_twin
+    from spleen_helpers.engine.predict import load_image_for_inference
+    from spleen_helpers.engine.transforms import infer_transforms
 
     cfg = CourseConfig(transform_order=order)
     twin = write_lps_as_ras_twin(phantom_ct, tmp_path / "twin.nii.gz")
@@ -534,7 +536,7 @@ def test_the_turned_layout_is_the_twins_input_bit_for_bit(phantom_ct: Path, tmp_
 
 
 def test_a_twin_read_turned_gives_the_true_mask_on_the_files_own_header(phantom_ct: Path, tmp_path: Path) -> None:
-    from spleen_helpers.anatomy import write_lps_as_ras_twin
+    from spleen_helpers.data.anatomy import write_lps_as_ras_twin
 
     twin = write_lps_as_ras_twin(phantom_ct, tmp_path / "twin.nii.gz")
     net = SideNet("left back")
@@ -547,8 +549,8 @@ def test_a_twin_read_turned_gives_the_true_mask_on_the_files_own_header(phantom_
 
 def test_predict_lps_as_ras_reads_the_twin_turned_and_says_where_the_spleen_is(
         phantom_ct: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    from spleen_helpers.anatomy import write_lps_as_ras_twin
-    import spleen_helpers.predict as predict_module
+    from spleen_helpers.data.anatomy import write_lps_as_ras_twin
+    import spleen_helpers.engine.predict as predict_module
 
     twin = write_lps_as_ras_twin(phantom_ct, tmp_path / "twin.nii.gz")
     cfg = BUNDLE_ON_PHANTOM.replace(profile="synthetic")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support import skip_or_fail
+from tests.support import skip_or_fail
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +37,8 @@ def run_shared_data_test(tmp_path: Path, ci: str) -> subprocess.CompletedProcess
     test = tmp_path / "test_needs_shared_data.py"
     test.write_text("def test_reads_the_real_data(shared_data):\n    assert shared_data.is_dir()\n")
     env = dict(os.environ, CI=ci, SPLEEN_SHARED_DATA=str(tmp_path / "no-shared-data"),
-               PYTHONPATH=str(REPO_ROOT / "tests"), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "conftest", "-q",
+               PYTHONPATH=str(REPO_ROOT), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.conftest", "-q",
                            "-rsfE", str(test)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -10,14 +10,10 @@ import pytest
 import torch
 from monai.transforms import RandFlipd, RandRotate90d, RandShiftIntensityd
 
-from spleen_helpers.config import CourseConfig
-from spleen_helpers.data import load_datalist
-from spleen_helpers.synthetic import PhantomSpec, generate_case
-from spleen_helpers.transforms import (
-    infer_transforms,
-    train_transforms,
-    val_transforms,
-)
+from spleen_helpers.ground.settings import CourseConfig
+from spleen_helpers.data.dataset import load_datalist
+from spleen_helpers.data.phantom import PhantomSpec, generate_case
+from spleen_helpers.engine.transforms import infer_transforms, train_transforms, val_transforms
 
 CFG = CourseConfig.synthetic()
 RANDOM_AUGMENTS = {"RandFlipd", "RandRotate90d", "RandShiftIntensityd"}
@@ -247,7 +243,7 @@ def test_same_seed_gives_the_same_patches(case, augment: bool) -> None:
 @pytest.fixture(scope="module")
 def twin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session's phantom (6 cases, seed 0) with every NIfTI written as its LPS-as-RAS twin."""
-    from spleen_helpers.synthetic import write_synthetic_dataset
+    from spleen_helpers.data.phantom import write_synthetic_dataset
 
     return write_synthetic_dataset(tmp_path_factory.mktemp("twin"), num_cases=6, seed=0, lps_as_ras=True)
 
@@ -262,7 +258,7 @@ def test_turn_header_is_absent_unless_a_data_set_needs_it() -> None:
 def test_a_corrected_twin_is_the_true_case_bit_for_bit(synthetic_dir: Path, twin_dir: Path) -> None:
     """Read with the correction, the twin's image, label and header equal the true case's exactly;
     only the listed cases are turned."""
-    from spleen_helpers.anatomy import LPS_AS_RAS
+    from spleen_helpers.data.anatomy import LPS_AS_RAS
 
     cfg = CFG.replace(turned_cases=("spleen_1", "spleen_2"))
     for true, twin in zip(load_datalist(synthetic_dir)[:3], load_datalist(twin_dir)[:3]):

@@ -17,10 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import __version__
-from ..config import positive_int
-from ..errors import ConfigError, CourseError
+from ..ground.errors import ConfigError, CourseError
+from .options import positive_int
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
+
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -55,7 +56,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from ..synthetic import PhantomSpec, write_synthetic_dataset
+    from ..data.phantom import PhantomSpec, write_synthetic_dataset
 
     spec = PhantomSpec()
     if args.shape is not None:
@@ -106,7 +107,7 @@ def _add_dicom2nifti(sub: argparse._SubParsersAction) -> None:
 def _cmd_dicom2nifti(args: argparse.Namespace) -> int:
     import warnings
 
-    from ..dicom import convert_study
+    from ..data.dicom.convert import convert_study
 
     if args.drop_remainder and args.slices_per_group is None:
         raise ConfigError(None, "--drop-remainder needs --slices-per-group")
@@ -128,7 +129,7 @@ def _cmd_dicom2nifti(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------ train
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from ..distributed import train_arguments
+    from .train import train_arguments
 
     sub.add_parser("train", help="train the 3D UNet (resumable; --nproc N for several GPUs)",
                    parents=[train_arguments()],
@@ -140,9 +141,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..config import RunLayout
-    from ..distributed import run_training
-    from ..history import TrainingHistory
+    from ..engine.history import TrainingHistory
+    from ..ground.paths import RunLayout
+    from .train import run_training
 
     run = RunLayout(run_training(args))
     history = TrainingHistory.load(run.root) if run.history_json.is_file() else TrainingHistory()
@@ -163,7 +164,7 @@ def _add_check_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
-    from ..data import side_survey, validate_dataset
+    from ..data.dataset import side_survey, validate_dataset
 
     infos = validate_dataset(args.data_dir, check_all=True, log=lambda _line: None)
     for info in infos:
@@ -203,7 +204,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate_cases
+    from ..engine.evaluate import evaluate_cases
 
     report = evaluate_cases(args.model, args.data_dir, args.out, cases=args.cases,
                             device=args.device, keep_largest=args.keep_largest,
@@ -251,8 +252,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import warnings
 
-    from ..dicom import DicomWarning
-    from ..predict import AnatomyWarning, predict_file
+    from ..data.dicom.series import DicomWarning
+    from ..engine.predict import AnatomyWarning, predict_file
 
     if args.fill_missing_uids and args.dicom_seg is None:
         raise ConfigError(None, "--fill-missing-uids needs --dicom-seg")
@@ -306,7 +307,7 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from ..data import MSD_SPLEEN_MD5, MSD_SPLEEN_URL, download_msd_spleen
+    from ..data.download import MSD_SPLEEN_MD5, MSD_SPLEEN_URL, download_msd_spleen
 
     path = download_msd_spleen(args.root, url=args.url or MSD_SPLEEN_URL,
                                md5=args.md5 or MSD_SPLEEN_MD5, progress=not args.no_progress)
@@ -333,7 +334,7 @@ def _add_pretrained(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_pretrained(args: argparse.Namespace) -> int:
-    from ..pretrained import download_pretrained
+    from ..engine.bundle import download_pretrained
 
     bundle = download_pretrained(args.dir, url=args.url, version=args.version,
                                  progress=not args.no_progress)

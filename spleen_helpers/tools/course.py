@@ -13,9 +13,9 @@ each, injects parameters into each notebook's cell tagged ``parameters``, and wr
   read from ``run/history.json`` (the training history), never from notebook text.
 
 Parameters go only to the notebooks whose ``parameters`` cell assigns that name; a name that
-no selected notebook defines is a :class:`~spleen_helpers.errors.ConfigError` (papermill
+no selected notebook defines is a :class:`~spleen_helpers.ground.errors.ConfigError` (papermill
 itself only warns). A failing cell stops the course: the notebook is marked failed in the
-summary and a :class:`~spleen_helpers.errors.CourseError` names the executed notebook and the
+summary and a :class:`~spleen_helpers.ground.errors.CourseError` names the executed notebook and the
 cell's error in one line.
 
 Example:
@@ -44,34 +44,33 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import PACKAGE_DIR, RunLayout, course_home, default_runs_dir
-from ..errors import ConfigError, CourseError, DataError, quiet_logger
-from ..fileio import atomic_path, write_json_atomic
+from ..ground.errors import ConfigError, CourseError, DataError, quiet_logger
+from ..ground.files import atomic_path, write_json_atomic
+from ..ground.paths import PACKAGE_DIR, RunLayout, course_home, default_runs_dir
 
-__all__ = [
-    "CourseSummary",
-    "NotebookParameter",
-    "NotebookResult",
-    "DEFAULT_CELL_TIMEOUT_S",
-    "PROGRESS_EVERY_S",
-    "RUN_DIR_MARKER",
-    "RUN_DIR_PARAMETER",
-    "DATA_DIR_PARAMETER",
-    "OUTPUT_DIR_PARAMETER",
-    "course_notebooks",
-    "notebook_parameters",
-    "parse_parameter_value",
-    "run_course",
-    "select_notebooks",
-]
+__all__ = ["DEFAULT_CELL_TIMEOUT_S", "PROGRESS_EVERY_S", "RUN_DIR_PARAMETER", "DATA_DIR_PARAMETER", "OUTPUT_DIR_PARAMETER", "RUN_DIR_MARKER", "NotebookParameter", "NotebookResult", "CourseSummary", "course_notebooks", "select_notebooks", "notebook_parameters", "parse_parameter_value", "run_course"]
+
 
 DEFAULT_CELL_TIMEOUT_S = 3600.0  # per cell; papermill's own default waits forever
+
+
 PROGRESS_EVERY_S = 8.0           # a line at least this often while a notebook runs
+
+
 RUN_DIR_PARAMETER = "run_dir"        # the shared run directory (training writes, evaluation reads)
+
+
 DATA_DIR_PARAMETER = "data_dir"      # the data set every notebook works on
+
+
 OUTPUT_DIR_PARAMETER = "output_dir"  # a notebook's own outputs: <output_dir>/outputs/<notebook>
+
+
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
+
+
 RUN_DIR_MARKER = ".spleen-course-run"  # in a run directory run_course created (only those are emptied)
+
 
 Progress = Callable[[str], None]
 
@@ -314,7 +313,6 @@ def _write_html(executed: Path, html_path: Path) -> None:
     """
     import nbformat
     from nbconvert import HTMLExporter
-
     from traitlets.config import Config
 
     nb = nbformat.read(executed, as_version=4)
@@ -335,7 +333,7 @@ def _history_stamp(run_dir: Path) -> int | None:
 
 def _read_history(run_dir: Path, summary: CourseSummary):
     """The run's training history when it has a validation, else None (a bad file is noted)."""
-    from ..history import TrainingHistory
+    from ..engine.history import TrainingHistory
 
     if not RunLayout(run_dir).history_json.is_file():
         return None
@@ -409,7 +407,7 @@ def _running_cell(path: Path) -> str:
 
 def _training_state(run_dir: Path) -> str:
     """``"training epoch 12/80, loss 0.4102, val Dice 0.8911 (epoch 10)"`` from the run's history."""
-    from ..history import TrainingHistory
+    from ..engine.history import TrainingHistory
 
     layout = RunLayout(run_dir)
     try:

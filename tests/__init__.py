@@ -1,0 +1,1 @@
+"""The course's tests; ``tests.support`` holds what several test modules share."""
