@@ -43,9 +43,9 @@ def _gunzip(path: Path) -> bytes:
     """The whole of a ``.gz`` file, its CRC and length checked.
 
     One ``zlib`` call for a single-member file (what nibabel and every scanner tool write):
-    ``gzip.open(...).read()`` checks the same trailer but inflates in 8 KiB steps, 0.21 s
-    instead of 0.14 s for a 512 × 512 × 100 CT (BENCHMARKS.md, section 3). Anything after
-    the first member goes to :func:`gzip.decompress`, which reads every member.
+    ``gzip.open(...).read()`` checks the same trailer but inflates in 8 KiB steps, which costs
+    more on a whole CT (BENCHMARKS.md §3). Anything after the first member goes to
+    :func:`gzip.decompress`, which reads every member.
     """
     raw = path.read_bytes()
     inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip header and trailer

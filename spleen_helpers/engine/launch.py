@@ -23,10 +23,9 @@ from ..ground import errors
 from ..ground.errors import ConfigError, CourseError
 from ..ground.settings import CourseConfig
 
-__all__ = ["BACKENDS", "launch"]
+__all__ = ["launch"]
 
 
-BACKENDS = ("auto", "gloo", "nccl")
 
 
 def _backend(name: str, device: str | None) -> str:

@@ -148,9 +148,9 @@ def load_image_for_inference(image_path: str | os.PathLike, cfg: CourseConfig,
         elif threshold is None:
             order = [scale, steps["CropForegroundd"], orient, spacing]   # MONAI's own order, exactly
         else:
-            # The body's box is found on the file's own voxels (a numpy array, on which MONAI's
-            # bounding box takes 0.01 s instead of 0.1 s on a tensor of a 512 × 512 × 100 CT),
-            # and only the block inside it becomes float32.
+            # The body's box is found on the file's own voxels (MONAI's bounding box is much
+            # faster on a numpy array than on a tensor: BENCHMARKS.md §3), and only the block
+            # inside it becomes float32.
             inside = voxels > threshold
             if inside.any():
                 first, end = generate_spatial_bounding_box(inside[None], select_fn=lambda v: v)
@@ -190,7 +190,7 @@ def spleen_mask_in_image_space(spleen: torch.Tensor, image: Any, shape: tuple[in
     network's grid (MONAI's ``get_largest_connected_component_mask``), and the components are
     taken again on the original grid inside it. The full-size inversion that ``Invertd``
     does, and the connected components of a whole CT, took most of a prediction's time
-    (BENCHMARKS.md, section 3); they agree with this up to the rounding of voxels that sit
+    (BENCHMARKS.md §3); they agree with this up to the rounding of voxels that sit
     exactly on 0.5 (and, with ``keep_largest``, two components that touch only on the finer
     grid, which the tests bound by a Dice of 0.999).
 
@@ -287,7 +287,7 @@ def window_for(shape: tuple[int, ...], cfg: CourseConfig) -> tuple[int, int, int
 
     ``sliding_window_inference`` pads an image smaller than the window up to the window, and
     the network then spends its time on padding: a 147 × 109 × 125 CT in a 160³ window is
-    half padding (BENCHMARKS.md, section 3). A smaller window that still holds the whole
+    half padding (BENCHMARKS.md §3). A smaller window that still holds the whole
     image along that axis sees the same voxels.
 
     >>> window_for((147, 109, 125), CourseConfig())

@@ -118,33 +118,14 @@ class CourseConfig:
     # -----------------------------------------------------------------------------------
     @classmethod
     def synthetic(cls, **overrides: Any) -> "CourseConfig":
-        """Small settings for the synthetic phantom: the course runs on 2 CPU cores in minutes.
+        """Small settings for the synthetic phantom, so the whole course runs on a laptop CPU in minutes.
 
-        Chosen from measured runs on the phantom (see BENCHMARKS.md, sections 2 and 8):
+        The phantom's own voxel size, patches that hold a whole cross-section of the spleen,
+        one residual unit per block, Dice + cross-entropy and a decaying learning rate:
+        docs/decisions.md says why each, BENCHMARKS.md §8 what they reach.
 
-        * the phantom's own voxel size, 2.5 × 2.5 × 6 mm (nnU-Net's rule: the data set's median
-          spacing). Labels resampled with nearest neighbour to another grid no longer line up
-          with the bilinearly resampled image: at 4 mm even a network that reproduced its
-          training labels exactly would score Dice 0.93 against the original labels, which
-          capped the previous profile near 0.92;
-        * patches of 64 × 64 × 16 voxels (one per volume: the voxels of the previous two 32³
-          patches) hold a whole cross-section of the spleen with its neighbours; the sliding
-          window has the patch's size, so validation sees what training saw;
-        * the learning rate falls by 0.66 % per epoch (``lr_decay``), to a fifth of its start
-          over the run: at a constant rate the validation Dice fell by up to 0.14 between
-          validations late in training -- the batch-norm statistics of 2-patch batches and
-          the steps' noise, measured apart -- and with the decay it rises smoothly;
-        * one residual unit per block (the tutorial's UNet has two) at a learning rate of
-          4e-3 (twice the previous profile's), for 240 epochs: each step costs a fifth less.
-          Over seeds 0-2 the best validation Dice is 0.964-0.968 and the held-out test Dice
-          0.961-0.971 in about 48 s of training on 2 cores; the same schedule squeezed into
-          160 epochs reached 0.957-0.959 and test 0.947-0.965 (36 s), the two-unit network
-          0.93 in 80 epochs (21 s) and 0.95 in 160 (42 s);
-        * Dice + cross-entropy (the loss of MONAI's spleen bundle) reached Dice 0.9 in about
-          half the steps of Dice alone on the earlier 4 mm profile (on this one, short runs of
-          either differ more from seed to seed than from each other: notebook 03, exercise 1);
-          with the volumes cached, a plain ``DataLoader`` without worker processes feeds the
-          model best on 2 cores (a ``ThreadDataLoader``'s thread competes with torch's own).
+        >>> CourseConfig.synthetic().pixdim, CourseConfig.synthetic(max_epochs=5).max_epochs
+        ((2.5, 2.5, 6.0), 5)
         """
         values: dict[str, Any] = dict(
             val_count=4,

@@ -20,10 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..engine.launch import BACKENDS, _backend, _train_process, launch
 from ..ground.errors import ConfigError, CourseError
 from ..ground.settings import CHOICES, CourseConfig, config_for
 from .options import positive_int
+
+#: torch.distributed backends: auto = nccl on GPUs, gloo on CPUs.
+BACKENDS = ("auto", "gloo", "nccl")
 
 __all__ = ["train_arguments", "training_overrides", "run_training", "main"]
 
@@ -88,6 +90,7 @@ def run_training(args: argparse.Namespace) -> Path:
     import torch.distributed as dist
 
     from ..data.phantom import ensure_synthetic_dataset
+    from ..engine.launch import _backend, _train_process, launch
     from ..engine.loop import train
 
     torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ
