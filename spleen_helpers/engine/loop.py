@@ -338,6 +338,120 @@ def _checkpoint_state(state_path: Path, resume: bool, overwrite: bool, cfg: Cour
     return None
 
 
+@dataclass
+class _Run:
+    """What every epoch of :func:`train` works with, set up once before the first."""
+
+    cfg: CourseConfig
+    layout: RunLayout
+    device: torch.device
+    world: int
+    main: bool  # rank 0: the process that logs and writes files
+    train_loader: Any
+    val_loader: Any
+    train_tf: Any
+    net: torch.nn.Module
+    model: torch.nn.Module  # ``net``, or ``net`` in DistributedDataParallel within a process group
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    step: Callable[[dict], float]
+
+
+def _turned_cases(data_dir: str | os.PathLike, cfg: CourseConfig, state: dict[str, Any] | None,
+                  keep_headers: bool, say: Callable[[str], None]) -> CourseConfig:
+    """``cfg`` with the cases whose headers are turned back (``turned_cases``); says the side survey."""
+    sides = side_survey(validate_dataset(data_dir, check_all=True, log=lambda _line: None))
+    if state is not None:   # the decision the run started with, whatever the switch says now
+        turned = tuple(state.get("config", {}).get("turned_cases", ()))
+    else:
+        turned = () if keep_headers else sides.named("turned")
+    cfg = cfg.replace(turned_cases=turned)
+    say(sides.line(corrected=bool(turned)) + (" (as the checkpoint recorded)" if state is not None else ""))
+    return cfg
+
+
+def _set_up(cfg: CourseConfig, layout: RunLayout, train_files: list[dict], val_files: list[dict],
+            device: torch.device, rank: int, world: int) -> _Run:
+    """Seed, loaders, network (in DDP within a process group), optimiser, scheduler, scaler, step."""
+    set_determinism(seed=cfg.seed + rank)  # rank 0's weights reach every process (DDP broadcasts them)
+    train_loader, val_loader, train_tf = build_loaders(train_files, val_files, cfg, progress=False,
+                                                       rank=rank, world_size=world)
+    net = build_unet(cfg).to(device)
+    model: torch.nn.Module = net
+    if _distributed():
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = build_optimizer(net, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp)
+    loss_fn = build_loss(cfg)
+    step = make_train_step(model, optimizer, loss_fn, scaler, device, cfg.amp)
+    return _Run(cfg=cfg, layout=layout, device=device, world=world, main=rank == 0,
+                train_loader=train_loader, val_loader=val_loader, train_tf=train_tf, net=net, model=model,
+                optimizer=optimizer, scheduler=scheduler, scaler=scaler, step=step)
+
+
+def _resumed(run: _Run, state: dict[str, Any] | None, rank: int,
+             say: Callable[[str], None]) -> tuple[TrainingHistory, int]:
+    """The history so far and the first epoch to run: restored from ``state``, or a new run's."""
+    if state is None:
+        return TrainingHistory(), 1
+    history, last_epoch = restore_training_state(state, run.net, run.optimizer, run.scaler, run.train_tf,
+                                                 run.scheduler, rank)
+    say(f"resumed from {run.layout.checkpoint} at epoch {last_epoch} ({history.describe_best()})")
+    return history, last_epoch + 1
+
+
+def _train_epoch(run: _Run, epoch: int, history: TrainingHistory, bar: Any,
+                 bar_due: Callable[[], bool]) -> float:
+    """One pass over the training loader, then the scheduler's step; the mean loss of all steps."""
+    run.model.train()
+    epoch_loss, steps = 0.0, 0
+    for batch in run.train_loader:
+        loss = run.step(batch)
+        epoch_loss += loss
+        steps += 1
+        if bar_due():  # the current loss, about once a second (a long epoch shows its steps)
+            bar.set_postfix_str(f"epoch {epoch} step {steps}/{len(run.train_loader)} loss {loss:.4f}"
+                                f"{history.describe_last(', ')}")
+    if _distributed():  # the mean loss of all processes' steps
+        epoch_loss, steps = _sum_over_processes([epoch_loss, steps], run.device)
+    epoch_loss /= max(steps, 1)
+    run.scheduler.step()
+    return epoch_loss
+
+
+def _validate(run: _Run, epoch: int, history: TrainingHistory) -> str:
+    """Validate, record the Dice, save the best model on improvement; what the epoch's line adds."""
+    if _distributed():  # every process validates the network rank 0 saves
+        for buffer in run.net.buffers():
+            dist.broadcast(buffer, src=0)
+    dice = validate_dice(run.net, run.val_loader, run.cfg, run.device)
+    improved = history.record_validation(epoch, dice)
+    message = f" val Dice {dice:.4f}"
+    if improved and run.main:
+        save_checkpoint({"model_state_dict": run.net.state_dict(), "config": run.cfg.to_dict(),
+                         "epoch": epoch, "best_metric": dice}, run.layout.best_model)
+        message += " (new best, saved)"
+    return message
+
+
+def _write_checkpoint(run: _Run, epoch: int, history: TrainingHistory, validated: bool) -> None:
+    """Every process's random states into rank 0's checkpoint; the history (and plot) beside it."""
+    rng_states: list[Any] = [capture_rng_state(run.train_tf)]
+    if _distributed():
+        gathered: list[Any] = [None] * run.world
+        dist.all_gather_object(gathered, rng_states[0])
+        rng_states = gathered
+    if run.main:
+        save_checkpoint(training_state(epoch, run.net, run.optimizer, run.scaler, history, run.train_tf,
+                                       run.cfg, run.scheduler, rng_states), run.layout.checkpoint)
+        history.save(run.layout.root)
+        if validated:  # the plot changes little in between
+            plot_learning_curves(history, run.layout.learning_curves)
+
+
 def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseConfig | None = None, *,
           resume: bool = False, overwrite: bool = False, progress: bool = True,
           keep_headers: bool = False, log: Callable[[str], None] = print, **overrides: Any) -> TrainResult:
@@ -373,48 +487,22 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
     rank, world = process_group()
     main = rank == 0
     say = log if main else (lambda _line: None)
-    distributed = _distributed()
     device = _process_device(cfg, world)
     if cfg.amp and device.type != "cuda":
         raise ConfigError(None, f"amp (mixed precision) needs a CUDA device, but this run is on "
                                 f"{device.type}: leave amp off (no --amp) or use --device cuda")
-    ckpt_path = layout.checkpoint
-    state = _checkpoint_state(ckpt_path, resume, overwrite, cfg, world, device, say)
-
-    sides = side_survey(validate_dataset(data_dir, check_all=True, log=lambda _line: None))
-    if state is not None:   # the decision the run started with, whatever the switch says now
-        turned = tuple(state.get("config", {}).get("turned_cases", ()))
-    else:
-        turned = () if keep_headers else sides.named("turned")
-    cfg = cfg.replace(turned_cases=turned)
-    say(sides.line(corrected=bool(turned)) + (" (as the checkpoint recorded)" if state is not None else ""))
+    state = _checkpoint_state(layout.checkpoint, resume, overwrite, cfg, world, device, say)
+    cfg = _turned_cases(data_dir, cfg, state, keep_headers, say)
     train_files, val_files = split_datalist(load_datalist(data_dir), cfg)
-    set_determinism(seed=cfg.seed + rank)  # rank 0's weights reach every process (DDP broadcasts them)
-    train_loader, val_loader, train_tf = build_loaders(train_files, val_files, cfg, progress=False,
-                                                       rank=rank, world_size=world)
-    net = build_unet(cfg).to(device)
-    model: torch.nn.Module = net
-    if distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = build_optimizer(net, cfg)
-    scheduler = build_scheduler(optimizer, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp)
-    loss_fn = build_loss(cfg)
-    step = make_train_step(model, optimizer, loss_fn, scaler, device, cfg.amp)
-    history = TrainingHistory()
-    start_epoch = 1
-    if state is not None:
-        history, last_epoch = restore_training_state(state, net, optimizer, scaler, train_tf, scheduler, rank)
-        start_epoch = last_epoch + 1
-        say(f"resumed from {ckpt_path} at epoch {last_epoch} ({history.describe_best()})")
+    run = _set_up(cfg, layout, train_files, val_files, device, rank, world)
+    history, start_epoch = _resumed(run, state, rank, say)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(cfg.to_dict() | {"data_dir": str(Path(data_dir).resolve()), "world_size": world},
                           layout.config_json)
-    processes = f", {world} process{'es' if world > 1 else ''} ({dist.get_backend()})" if distributed else ""
+    processes = f", {world} process{'es' if world > 1 else ''} ({dist.get_backend()})" if _distributed() else ""
     say(f"training on {device}{processes} ({len(train_files)} train / {len(val_files)} val cases, "
-        f"{len(train_loader)} steps per epoch), epochs {start_epoch}..{cfg.max_epochs}, run dir {run_dir}")
+        f"{len(run.train_loader)} steps per epoch), epochs {start_epoch}..{cfg.max_epochs}, run dir {run_dir}")
 
     # One bar for the whole run, fed by hand and never given the loader: tqdm.auto's async
     # variant calls iter() on what it wraps, and each DataLoader iterator draws a seed from
@@ -424,50 +512,19 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: CourseCo
         bar_due = _every(1.0)
         for epoch in range(start_epoch, cfg.max_epochs + 1):
             t0 = time.perf_counter()
-            model.train()
-            epoch_loss, steps = 0.0, 0
-            for batch in train_loader:
-                loss = step(batch)
-                epoch_loss += loss
-                steps += 1
-                if bar_due():  # the current loss, about once a second (a long epoch shows its steps)
-                    bar.set_postfix_str(f"epoch {epoch} step {steps}/{len(train_loader)} loss {loss:.4f}"
-                                        f"{history.describe_last(', ')}")
-            if distributed:  # the mean loss of all processes' steps
-                epoch_loss, steps = _sum_over_processes([epoch_loss, steps], device)
-            epoch_loss /= max(steps, 1)
-            scheduler.step()
+            epoch_loss = _train_epoch(run, epoch, history, bar, bar_due)
             message = f"epoch {epoch}/{cfg.max_epochs} loss {epoch_loss:.4f}"
             validating = epoch % cfg.val_interval == 0 or epoch == cfg.max_epochs
             if validating:
-                if distributed:  # every process validates the network rank 0 saves
-                    for buffer in net.buffers():
-                        dist.broadcast(buffer, src=0)
-                dice = validate_dice(net, val_loader, cfg, device)
-                improved = history.record_validation(epoch, dice)
-                message += f" val Dice {dice:.4f}"
-                if improved and main:
-                    save_checkpoint({"model_state_dict": net.state_dict(), "config": cfg.to_dict(),
-                                     "epoch": epoch, "best_metric": dice}, layout.best_model)
-                    message += " (new best, saved)"
+                message += _validate(run, epoch, history)
             history.record_epoch(epoch, epoch_loss, time.perf_counter() - t0)
-            rng_states: list[Any] = [capture_rng_state(train_tf)]
-            if distributed:
-                gathered: list[Any] = [None] * world
-                dist.all_gather_object(gathered, rng_states[0])
-                rng_states = gathered
-            if main:
-                save_checkpoint(training_state(epoch, net, optimizer, scaler, history, train_tf, cfg, scheduler,
-                                               rng_states), ckpt_path)
-                history.save(run_dir)
-                if validating:  # the plot changes little in between
-                    plot_learning_curves(history, layout.learning_curves)
+            _write_checkpoint(run, epoch, history, validated=validating)
             bar.set_postfix_str(f"epoch {epoch} loss {epoch_loss:.4f}{history.describe_last(', ')}",
                                 refresh=False)
             bar.update(1)
             if not (progress and main):
                 say(message)
-    if distributed:
+    if _distributed():
         dist.barrier()  # rank 0's files are complete before any process returns
     epochs_run = max(0, cfg.max_epochs - start_epoch + 1)
     say(f"done: {history.describe_best()}; {history.wall_seconds:.1f} s of training in total")
