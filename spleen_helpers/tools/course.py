@@ -481,6 +481,53 @@ def _execute(nb_path: Path, executed: Path, params: dict[str, Any], cell_timeout
 
 
 # ------------------------------------------------------------------------------------- run
+def _user_parameters(selected: list[Path], data_dir: str | os.PathLike | None,
+                     parameters: dict[str, Any] | None) -> tuple[dict[str, Any], dict[Path, dict]]:
+    """The user's parameters (``data_dir`` among them), checked against what the selected
+    notebooks' parameters cells define; and those definitions, by notebook."""
+    user_params = dict(parameters or {})
+    if data_dir is not None and str(data_dir) != "":
+        data_path = Path(data_dir).expanduser().resolve()
+        if not data_path.is_dir():
+            raise DataError(data_path, "is not a directory (give the folder that holds dataset.json)")
+        user_params[DATA_DIR_PARAMETER] = str(data_path)
+    defined = {p: notebook_parameters(p) for p in selected}
+    known = sorted(set().union(*defined.values()))
+    unknown = sorted(set(user_params) - set(known))
+    if unknown:
+        raise ConfigError(None, f"unknown notebook parameter(s) {unknown}: no selected notebook's "
+                                f"parameters cell defines them; known: {known}")
+    try:
+        user_params = {k: _injectable(v) for k, v in user_params.items()}
+    except TypeError as exc:
+        raise ConfigError(None, str(exc)) from None
+    for nb_path, params in defined.items():
+        for name, value in user_params.items():
+            if name in params:
+                _check_type(name, value, params[name], nb_path)
+    return user_params, defined
+
+
+def _run_notebook(nb_path: Path, result: NotebookResult, out: Path, run_dir: Path, summary: CourseSummary,
+                  cell_timeout: float, kernel_name: str, watch: Callable[[Path], Any] | None) -> str | None:
+    """Execute one notebook into ``out`` (executed copy, HTML) and fill in ``result``; its error or None."""
+    executed, html = out / nb_path.name, out / f"{nb_path.stem}.html"
+    stamp = _history_stamp(run_dir)
+    t0 = time.perf_counter()
+    error = _execute(nb_path, executed, result.parameters, cell_timeout, kernel_name, watch)
+    result.seconds = round(time.perf_counter() - t0, 2)
+    result.executed = str(executed)
+    _write_html(executed, html)
+    result.html = str(html)
+    if _history_stamp(run_dir) != stamp:
+        history = _read_history(run_dir, summary)
+        if history is not None:
+            result.val_dice, result.best_val_dice = history.val_dice[-1], history.best_metric
+    result.status = "failed" if error else "ok"
+    result.error = error
+    return error
+
+
 def run_course(output_dir: str | os.PathLike | None = None,
                data_dir: str | os.PathLike | None = None,
                parameters: dict[str, Any] | None = None,
@@ -511,27 +558,7 @@ def run_course(output_dir: str | os.PathLike | None = None,
     out = (Path(output_dir) if output_dir else default_runs_dir() / "course").resolve()
     run_dir = out / "run"
     selected = select_notebooks(notebooks)
-    user_params = dict(parameters or {})
-    if data_dir is not None and str(data_dir) != "":
-        data_path = Path(data_dir).expanduser().resolve()
-        if not data_path.is_dir():
-            raise DataError(data_path, "is not a directory (give the folder that holds dataset.json)")
-        user_params[DATA_DIR_PARAMETER] = str(data_path)
-    defined = {p: notebook_parameters(p) for p in selected}
-    known = sorted(set().union(*defined.values()))
-    unknown = sorted(set(user_params) - set(known))
-    if unknown:
-        raise ConfigError(None, f"unknown notebook parameter(s) {unknown}: no selected notebook's "
-                                f"parameters cell defines them; known: {known}")
-    try:
-        user_params = {k: _injectable(v) for k, v in user_params.items()}
-    except TypeError as exc:
-        raise ConfigError(None, str(exc)) from None
-    for nb_path, params in defined.items():
-        for name, value in user_params.items():
-            if name in params:
-                _check_type(name, value, params[name], nb_path)
-
+    user_params, defined = _user_parameters(selected, data_dir, parameters)
     if RUN_DIR_PARAMETER in user_params:  # -p run_dir DIR: share that run directory instead
         run_dir = Path(str(user_params[RUN_DIR_PARAMETER])).expanduser().resolve()
         user_params[RUN_DIR_PARAMETER] = str(run_dir)
@@ -547,30 +574,16 @@ def run_course(output_dir: str | os.PathLike | None = None,
     for index, (nb_path, result) in enumerate(zip(selected, summary.notebooks), start=1):
         shared = {RUN_DIR_PARAMETER: str(run_dir),
                   OUTPUT_DIR_PARAMETER: str(out / "outputs" / nb_path.stem)}
-        params = {k: v for k, v in (shared | user_params).items() if k in defined[nb_path]}
-        executed, html = out / nb_path.name, out / f"{nb_path.stem}.html"
-        result.parameters = params
-        say(f"[{index}/{len(selected)}] {nb_path.name} ...")
-        stamp = _history_stamp(run_dir)
-        t0 = time.perf_counter()
+        result.parameters = {k: v for k, v in (shared | user_params).items() if k in defined[nb_path]}
         label = f"[{index}/{len(selected)}] {nb_path.name}"
+        say(f"{label} ...")
         watch = None if progress is None else (
             lambda output, label=label: _progress_lines(say, label, output, run_dir, progress_every))
-        error = _execute(nb_path, executed, params, cell_timeout, kernel_name, watch)
-        result.seconds = round(time.perf_counter() - t0, 2)
-        result.executed = str(executed)
-        _write_html(executed, html)
-        result.html = str(html)
-        if _history_stamp(run_dir) != stamp:
-            history = _read_history(run_dir, summary)
-            if history is not None:
-                result.val_dice, result.best_val_dice = history.val_dice[-1], history.best_metric
-        result.status = "failed" if error else "ok"
-        result.error = error
+        error = _run_notebook(nb_path, result, out, run_dir, summary, cell_timeout, kernel_name, watch)
         dice = "" if result.val_dice is None else f", val Dice {result.val_dice:.4f}"
-        say(f"[{index}/{len(selected)}] {nb_path.name} {result.status} in {result.seconds:.1f} s{dice}")
+        say(f"{label} {result.status} in {result.seconds:.1f} s{dice}")
         if error:
-            failure = CourseError(executed, error)
+            failure = CourseError(out / nb_path.name, error)
             break
     summary.total_seconds = round(time.perf_counter() - start, 2)
     history = _read_history(run_dir, summary)
