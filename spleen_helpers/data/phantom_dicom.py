@@ -104,6 +104,39 @@ def tilted_affine(affine: np.ndarray, tilt_deg: float) -> np.ndarray:
     return aff
 
 
+def _check_series_input(out: Path, vol: np.ndarray, aff: np.ndarray, gantry_tilt_deg: float) -> None:
+    """A one-line DicomError naming ``out`` unless the volume, affine and tilt can be written as CT."""
+    if vol.ndim != 3:
+        raise DicomError(out, f"volume must be 3-D (x, y, z), got shape {vol.shape}")
+    if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
+        raise DicomError(out, f"affine must be a finite 4x4 matrix, got shape {aff.shape}")
+    if vol.size and (vol.min() < -_HU_OFFSET or vol.max() > 65535 - _HU_OFFSET):
+        raise DicomError(out, f"HU values {vol.min()}..{vol.max()} do not fit the stored range "
+                              f"{-_HU_OFFSET}..{65535 - _HU_OFFSET}")
+    if not np.allclose(vol, np.round(vol)):
+        raise DicomError(out, "HU values must be whole numbers (CT stores integers)")
+    if not abs(gantry_tilt_deg) < 60:
+        raise DicomError(out, f"gantry_tilt_deg must lie within +-60 degrees, got {gantry_tilt_deg}")
+
+
+def _slice_geometry(out: Path, aff: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                         tuple[float, float, float]]:
+    """The slices' geometry in DICOM's LPS: row and column cosines, the plane's normal, and the
+    spacing (along a row, along a column, between slices); DicomError for a sheared affine."""
+    lps = LPS_TO_RAS @ aff  # the flip is its own inverse
+    col_vec, row_vec, slice_vec = lps[:3, 0], lps[:3, 1], lps[:3, 2]
+    dc, dr, dz = (float(np.linalg.norm(v)) for v in (col_vec, row_vec, slice_vec))
+    if min(dc, dr, dz) <= 0:
+        raise DicomError(out, "affine has a zero-length axis")
+    row_cos, col_cos = col_vec / dc, row_vec / dr  # DICOM: row cosine = direction along a row
+    normal = np.cross(row_cos, col_cos)
+    if abs(float(np.dot(row_cos, col_cos))) > _COSINE_ATOL or \
+            abs(abs(float(np.dot(normal, slice_vec / dz))) - 1) > _COSINE_ATOL:
+        raise DicomError(out, "affine is sheared or oblique between slices; DICOM CT needs "
+                              "slices stacked along the normal of their plane")
+    return row_cos, col_cos, normal, (dc, dr, dz)
+
+
 def write_ct_series(volume_hu: np.ndarray, affine: np.ndarray, out_dir: str | os.PathLike, *,
                     patient_id: str = "ANON", series_description: str = "",
                     series_uid: str | None = None, series_number: int = 1,
@@ -129,29 +162,8 @@ def write_ct_series(volume_hu: np.ndarray, affine: np.ndarray, out_dir: str | os
     out = Path(out_dir)
     vol = np.asarray(volume_hu)
     aff = np.asarray(affine, dtype=float)
-    if vol.ndim != 3:
-        raise DicomError(out, f"volume must be 3-D (x, y, z), got shape {vol.shape}")
-    if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
-        raise DicomError(out, f"affine must be a finite 4x4 matrix, got shape {aff.shape}")
-    if vol.size and (vol.min() < -_HU_OFFSET or vol.max() > 65535 - _HU_OFFSET):
-        raise DicomError(out, f"HU values {vol.min()}..{vol.max()} do not fit the stored range "
-                              f"{-_HU_OFFSET}..{65535 - _HU_OFFSET}")
-    if not np.allclose(vol, np.round(vol)):
-        raise DicomError(out, "HU values must be whole numbers (CT stores integers)")
-    if not abs(gantry_tilt_deg) < 60:
-        raise DicomError(out, f"gantry_tilt_deg must lie within +-60 degrees, got {gantry_tilt_deg}")
-
-    lps = LPS_TO_RAS @ aff  # the flip is its own inverse
-    col_vec, row_vec, slice_vec = lps[:3, 0], lps[:3, 1], lps[:3, 2]
-    dc, dr, dz = (float(np.linalg.norm(v)) for v in (col_vec, row_vec, slice_vec))
-    if min(dc, dr, dz) <= 0:
-        raise DicomError(out, "affine has a zero-length axis")
-    row_cos, col_cos = col_vec / dc, row_vec / dr  # DICOM: row cosine = direction along a row
-    normal = np.cross(row_cos, col_cos)
-    if abs(float(np.dot(row_cos, col_cos))) > _COSINE_ATOL or \
-            abs(abs(float(np.dot(normal, slice_vec / dz))) - 1) > _COSINE_ATOL:
-        raise DicomError(out, "affine is sheared or oblique between slices; DICOM CT needs "
-                              "slices stacked along the normal of their plane")
+    _check_series_input(out, vol, aff, gantry_tilt_deg)
+    row_cos, col_cos, normal, (dc, dr, dz) = _slice_geometry(out, aff)
     positions = LPS_TO_RAS @ tilted_affine(aff, gantry_tilt_deg)
 
     digest = hashlib.sha1(np.ascontiguousarray(vol).tobytes() + aff.tobytes()).hexdigest()
