@@ -15,14 +15,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import DataError
+from .errors import CourseError, DataError
 
-__all__ = ["atomic_path", "file_md5", "staging_dir", "write_json_atomic", "save_nifti_atomic"]
+__all__ = ["atomic_path", "file_md5", "staging_dir", "staged_download", "earlier_download", "write_json_atomic", "save_nifti_atomic"]
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -87,6 +90,45 @@ def staging_dir(parent: str | os.PathLike, name: str) -> Path:
         return Path(tempfile.mkdtemp(prefix=f".{name}.download-", dir=parent))
     except OSError as exc:
         raise DataError(parent, f"cannot write there ({exc.strerror or exc})") from None
+
+
+@contextlib.contextmanager
+def staged_download(parent: str | os.PathLike, name: str) -> Iterator[Path]:
+    """A :func:`staging_dir` for the block; it is removed with whatever is left in it when the
+    block ends, however it ends (what was moved into place stays).
+
+    >>> import tempfile
+    >>> with staged_download(tempfile.mkdtemp(), "Task09_Spleen") as staging:
+    ...     _ = (staging / "part").write_text("x")
+    >>> staging.exists()
+    False
+    """
+    staging = staging_dir(parent, name)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def earlier_download(target: Path, open_found: Callable[[Path], T], error: type[CourseError],
+                     unusable: str, *, chain: bool = False) -> T | None:
+    """What an earlier download left at ``target``, opened with ``open_found``; None when nothing is there.
+
+    When ``open_found`` raises ``error``, a new ``error`` names ``target`` instead, with the
+    message ``unusable`` formatted with the first error as ``exc`` (e.g. ``"exists but is not a
+    usable bundle ({exc.problem}); delete it and download again"``); ``chain`` keeps the first
+    error as its cause, else it is left out of the traceback.
+
+    >>> import tempfile
+    >>> earlier_download(Path(tempfile.mkdtemp()) / "nothing", Path.stat, DataError, "") is None
+    True
+    """
+    if not target.exists():
+        return None
+    try:
+        return open_found(target)
+    except error as exc:
+        raise error(target, unusable.format(exc=exc)) from (exc if chain else None)
 
 
 def _default_file_mode() -> int:
