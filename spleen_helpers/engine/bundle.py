@@ -41,7 +41,6 @@ Example:
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import urllib.error
 import warnings
@@ -59,7 +58,7 @@ from ..ground.errors import (
     DataError,
     quiet_logger,
 )
-from ..ground.files import file_md5, staging_dir
+from ..ground.files import earlier_download, file_md5, staged_download
 from ..ground.paths import course_home
 from ..ground.settings import CourseConfig
 from .checkpoint import load_checkpoint, load_model
@@ -352,6 +351,40 @@ def _fetch_weights(bundle: Path, progress: bool) -> None:
         download_url(url=str(entry["url"]), filepath=target, hash_val=None, progress=progress)
 
 
+def _download_bundle(staging: Path, target: Path, where: str, url: str | None, version: str | None,
+                     progress: bool) -> None:
+    """MONAI's ``monai.bundle.download`` into ``staging`` (and the weights, when the archive lacks
+    them), MONAI's logs quietened; any failure is a one-line DataError naming ``target``."""
+    from monai.bundle import download
+
+    # MONAI logs each step and failure in several lines; the course reports in one.
+    with quiet_logger("monai.apps"), quiet_logger("monai.bundle.scripts"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if url is not None:
+                download(name=BUNDLE_NAME, bundle_dir=staging, url=url, progress=progress)
+            else:
+                download(name=BUNDLE_NAME, version=version, bundle_dir=staging, progress=progress)
+            fetched = staging / BUNDLE_NAME
+            if fetched.is_dir() and not (fetched / WEIGHTS_FILE).is_file():
+                _fetch_weights(fetched, progress)
+        except urllib.error.HTTPError as exc:
+            raise DataError(target, f"download from {exc.url or where} failed: the server answered "
+                                    f"HTTP {exc.code} {exc.reason}") from None
+        except urllib.error.ContentTooShortError:
+            raise DataError(target, f"download from {where} was cut short; run it again") from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError, RuntimeError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise DataError(target, f"download from {where} failed: network unreachable "
+                                    f"({str(reason).splitlines()[0][:160]})") from None
+        except CourseError:
+            raise
+        except Exception as exc:  # zip errors, a missing optional package, HTTP client errors
+            text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise DataError(target, f"download from {where} failed ({type(exc).__name__}: "
+                                    f"{text})") from None
+
+
 def download_pretrained(root: str | os.PathLike | None = None, *, url: str | None = None,
                         version: str | None = None, progress: bool = True, timeout: float | None = None,
                         log: Callable[[str], None] = print) -> PretrainedBundle:
@@ -366,65 +399,34 @@ def download_pretrained(root: str | os.PathLike | None = None, *, url: str | Non
     and every read of the download, so that a machine without network says so quickly
     instead of waiting for the system's own timeout (None: the system's).
     """
-    from monai.bundle import download
-
     root_dir = Path(root or default_bundle_root()).expanduser()
     target = root_dir / BUNDLE_NAME
-    if target.exists():
-        try:
-            bundle = open_bundle(target)
-        except CheckpointError as exc:
-            raise CheckpointError(target, f"exists but is not a usable bundle ({exc.problem}); delete "
-                                          "it and download again") from None
-        log(f"already downloaded: {bundle.describe()}")
-        return bundle
+    found = earlier_download(target, open_bundle, CheckpointError,
+                             "exists but is not a usable bundle ({exc.problem}); delete it and download again")
+    if found is not None:
+        log(f"already downloaded: {found.describe()}")
+        return found
     if root_dir.exists() and not root_dir.is_dir():
         raise DataError(root_dir, "is not a folder")
-    staging = staging_dir(root_dir, BUNDLE_NAME)
-    where = url or f"MONAI's model zoo ({BUNDLE_NAME} {version or 'latest'})"
-    # MONAI's downloads (urllib, requests) open their sockets with the process's default timeout.
-    previous_timeout = socket.getdefaulttimeout()
-    if timeout is not None:
-        socket.setdefaulttimeout(float(timeout))
-    try:
-        log(f"downloading {where} to {root_dir}")
-        # MONAI logs each step and failure in several lines; the course reports in one.
-        with quiet_logger("monai.apps"), quiet_logger("monai.bundle.scripts"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                if url is not None:
-                    download(name=BUNDLE_NAME, bundle_dir=staging, url=url, progress=progress)
-                else:
-                    download(name=BUNDLE_NAME, version=version, bundle_dir=staging, progress=progress)
-                fetched = staging / BUNDLE_NAME
-                if fetched.is_dir() and not (fetched / WEIGHTS_FILE).is_file():
-                    _fetch_weights(fetched, progress)
-            except urllib.error.HTTPError as exc:
-                raise DataError(target, f"download from {exc.url or where} failed: the server answered "
-                                        f"HTTP {exc.code} {exc.reason}") from None
-            except urllib.error.ContentTooShortError:
-                raise DataError(target, f"download from {where} was cut short; run it again") from None
-            except (urllib.error.URLError, ConnectionError, TimeoutError, RuntimeError) as exc:
-                reason = getattr(exc, "reason", None) or exc
-                raise DataError(target, f"download from {where} failed: network unreachable "
-                                        f"({str(reason).splitlines()[0][:160]})") from None
-            except CourseError:
-                raise
-            except Exception as exc:  # zip errors, a missing optional package, HTTP client errors
-                text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-                raise DataError(target, f"download from {where} failed ({type(exc).__name__}: "
-                                        f"{text})") from None
-        fetched = staging / BUNDLE_NAME
-        if not fetched.is_dir():
-            raise DataError(target, f"the archive from {where} holds no {BUNDLE_NAME}/ folder")
-        bundle = open_bundle(fetched)
+    with staged_download(root_dir, BUNDLE_NAME) as staging:
+        where = url or f"MONAI's model zoo ({BUNDLE_NAME} {version or 'latest'})"
+        # MONAI's downloads (urllib, requests) open their sockets with the process's default timeout.
+        previous_timeout = socket.getdefaulttimeout()
+        if timeout is not None:
+            socket.setdefaulttimeout(float(timeout))
         try:
-            os.replace(fetched, target)  # atomic: the bundle appears checked and complete, or not at all
-        except OSError as exc:
-            raise DataError(target, f"cannot move the bundle into place ({exc.strerror or exc})") from None
-    finally:
-        socket.setdefaulttimeout(previous_timeout)
-        shutil.rmtree(staging, ignore_errors=True)
+            log(f"downloading {where} to {root_dir}")
+            _download_bundle(staging, target, where, url, version, progress)
+            fetched = staging / BUNDLE_NAME
+            if not fetched.is_dir():
+                raise DataError(target, f"the archive from {where} holds no {BUNDLE_NAME}/ folder")
+            bundle = open_bundle(fetched)
+            try:
+                os.replace(fetched, target)  # atomic: the bundle appears checked and complete, or not at all
+            except OSError as exc:
+                raise DataError(target, f"cannot move the bundle into place ({exc.strerror or exc})") from None
+        finally:
+            socket.setdefaulttimeout(previous_timeout)
     bundle = PretrainedBundle(path=target, version=bundle.version, weights=target / WEIGHTS_FILE,
                               weights_md5=bundle.weights_md5, config=bundle.config)
     log(f"ready: {bundle.describe()}")
