@@ -288,22 +288,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------------- download
-def _add_download(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("download", help="download the real MSD Task09 Spleen data set",
-                       description="Download and extract the Medical Segmentation Decathlon Task09 "
-                                   "Spleen data set (about 1.5 GB) into ROOT/Task09_Spleen. Does "
-                                   "nothing if it is already there; a failed or corrupt download "
-                                   "leaves no data set behind.")
-    p.add_argument("--root", type=Path, required=True,
-                   help="folder to hold Task09_Spleen/ (created if needed)")
-    p.add_argument("--url", default=None,
-                   help="archive URL (default: the Task09_Spleen.tar that MONAI's DecathlonDataset uses)")
-    p.add_argument("--md5", default=None,
-                   help="expected md5 of the archive (default: MONAI's md5 of the official archive, "
-                        "right for a mirror of it too)")
+# ------------------------------------------------------------------ download and pretrained
+def _add_download_command(sub: argparse._SubParsersAction, name: str, handler: Handler, *, summary: str,
+                          description: str, folder: str, folder_help: str, url_help: str,
+                          option: tuple[str, str], required: bool = False) -> None:
+    """A command that downloads into a folder (``download``, ``pretrained``): the ``folder``
+    option, ``--url``, one ``option`` of its own (flag, help) and ``--no-progress``."""
+    p = sub.add_parser(name, help=summary, description=description)
+    p.add_argument(folder, type=Path, required=required, default=None, help=folder_help)
+    p.add_argument("--url", default=None, help=url_help)
+    p.add_argument(option[0], default=None, help=option[1])
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
-    p.set_defaults(handler=_cmd_download)
+    p.set_defaults(handler=handler)
+
+
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    _add_download_command(
+        sub, "download", _cmd_download, summary="download the real MSD Task09 Spleen data set",
+        description="Download and extract the Medical Segmentation Decathlon Task09 Spleen data set "
+                    "(about 1.5 GB) into ROOT/Task09_Spleen. Does nothing if it is already there; a "
+                    "failed or corrupt download leaves no data set behind.",
+        folder="--root", required=True, folder_help="folder to hold Task09_Spleen/ (created if needed)",
+        url_help="archive URL (default: the Task09_Spleen.tar that MONAI's DecathlonDataset uses)",
+        option=("--md5", ("expected md5 of the archive (default: MONAI's md5 of the official archive, "
+                          "right for a mirror of it too)")))
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
@@ -315,22 +323,18 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------- pretrained
 def _add_pretrained(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrained", help="download MONAI's pretrained spleen bundle (no GPU needed)",
-                       description="Download MONAI's model-zoo bundle spleen_ct_segmentation (a UNet "
-                                   "trained on the real Task09 data), check the weights' md5 against "
-                                   "the bundle's large_files.yml and its network against the course's "
-                                   "UNet, into DIR/spleen_ct_segmentation. Does nothing if it is already "
-                                   "there; a failed or corrupt download leaves nothing behind. Then: "
-                                   "spleen-course predict --model pretrained ...")
-    p.add_argument("--dir", type=Path, default=None,
-                   help="folder to hold spleen_ct_segmentation/ (default: <course home>/pretrained)")
-    p.add_argument("--url", default=None,
-                   help="a zip archive of the bundle (a mirror); default: MONAI's model-zoo hosting")
-    p.add_argument("--version", default=None, help="bundle version (default: the latest)")
-    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
-    p.set_defaults(handler=_cmd_pretrained)
+    _add_download_command(
+        sub, "pretrained", _cmd_pretrained,
+        summary="download MONAI's pretrained spleen bundle (no GPU needed)",
+        description="Download MONAI's model-zoo bundle spleen_ct_segmentation (a UNet trained on the "
+                    "real Task09 data), check the weights' md5 against the bundle's large_files.yml "
+                    "and its network against the course's UNet, into DIR/spleen_ct_segmentation. "
+                    "Does nothing if it is already there; a failed or corrupt download leaves nothing "
+                    "behind. Then: spleen-course predict --model pretrained ...",
+        folder="--dir", folder_help="folder to hold spleen_ct_segmentation/ (default: <course home>/pretrained)",
+        url_help="a zip archive of the bundle (a mirror); default: MONAI's model-zoo hosting",
+        option=("--version", "bundle version (default: the latest)"))
 
 
 def _cmd_pretrained(args: argparse.Namespace) -> int:
