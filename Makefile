@@ -1,6 +1,7 @@
 # spleen-course: two commands do everything on a fresh machine.
 #   make course   set up .venv, then run the whole course headless (synthetic phantom)
 #   make test     set up .venv, then run the unit, doctest, notebook and browser tests
+#   make test-fast  the tests not marked slow, for a quick check while you work
 PYTHON      ?= python3
 VENV        ?= .venv
 BIN         := $(VENV)/bin
@@ -8,7 +9,7 @@ BIN         := $(VENV)/bin
 TORCH_SPEC  ?= torch==2.13.0
 STAMP       := $(VENV)/.installed
 
-.PHONY: setup course test browser-deps readme-screenshot bench clean
+.PHONY: setup course test test-fast browser-deps readme-screenshot bench clean
 
 setup: $(STAMP)
 
@@ -54,6 +55,10 @@ browser-deps:
 
 test: setup browser-deps
 	$(BIN)/python -m pytest tests/ spleen_helpers/ notebooks/ --nbmake --doctest-modules -p no:cacheprovider
+
+# The quick lane: everything not marked slow (no training, notebook, DDP, browser or benchmark test).
+test-fast: setup
+	$(BIN)/python -m pytest tests/ spleen_helpers/ --doctest-modules -p no:cacheprovider -m "not slow"
 
 # The slice viewer of notebook 04 as rendered in JupyterLab, for the README: docs/img/
 # 04_evaluation_and_viewers_{viewer,slice_before,slice_after}.png. Fails rather than skips.

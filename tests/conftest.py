@@ -83,3 +83,15 @@ def synth_dir(tmp_path: Path, case) -> Path:
     out = tmp_path / "dicom"
     write_ct_series(image, affine, out, patient_id="P1", series_description="Synthetic CT")
     return out
+
+
+#: Test modules that are slow as a whole: JupyterLab in a browser, process groups, benchmarks.
+SLOW_MODULES = {"test_browser.py", "test_launch.py", "test_benchmarks.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The quick lane (``make test-fast``, ``-m "not slow"``) leaves out every notebook run and the
+    slow modules; other slow tests carry ``@pytest.mark.slow`` themselves."""
+    for item in items:
+        if item.path.suffix == ".ipynb" or item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests of prediction, evaluation and training (not a test module)."""
+"""Helpers shared by the tests of prediction, evaluation, training and the viewers (not a test module)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,16 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
     img.set_qform(affine, code=1)
     nib.save(img, path)
     return path
+
+
+def viewer_volumes(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A volume in which every slice along every axis differs, a label and a shifted prediction
+    (for the tests of the viewers, shape (40, 30, 16))."""
+    rng = np.random.default_rng(0)
+    x, y, z = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    image = (x * 3.0 + y * 2.0 + z * 5.0 + rng.normal(0, 1, shape)).astype(np.float32)
+    label = (((x - 20) / 8.0) ** 2 + ((y - 12) / 6.0) ** 2 + ((z - 9) / 4.0) ** 2 < 1).astype(np.uint8)
+    return image, label, np.roll(label, 2, axis=0)
 
 
 def lps_case(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:

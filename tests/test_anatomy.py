@@ -122,6 +122,7 @@ def test_a_survey_counts_and_says_what_the_course_does() -> None:
     assert SideSurvey({"x": SpleenSide(None, None, 0.0, None)}).line(True).endswith("(tiny or midline mask)")
 
 
+@pytest.mark.slow
 def test_the_committed_dicom_series_converted_has_its_spleen_on_the_left(tmp_path: Path) -> None:
     """The real series as the course converts it (dicom2nifti, checks on), with its reference SEG
     mask put on that grid: anatomy agrees with the header dicom2nifti wrote."""

@@ -24,7 +24,7 @@ screenshot of the whole page in ``artifacts/browser/<notebook>_failure.png``.
 The image change is measured on the drawn pixels below the panels' titles (the titles name
 the slice, so they change even when the picture does not).
 
-The 3-D view (:func:`spleen_helpers.teaching.viewers.view_3d`, an ipyniivue widget drawn with WebGL) is
+The 3-D view (:func:`spleen_helpers.teaching.view3d.view_3d`, an ipyniivue widget drawn with WebGL) is
 checked the same way in a generated notebook and in ``notebooks/05_segment_a_study.ipynb``:
 its canvas must show a picture (not one flat colour). Where the headless browser offers no WebGL 2, the test says so and checks the static
 surface picture displayed with it instead (``<notebook>_3d.png`` is saved either way).
@@ -153,10 +153,10 @@ viewer'''
 
 
 def view3d_notebook() -> nbformat.NotebookNode:
-    """A notebook that shows a small phantom CT and its spleen with ``spleen_helpers.teaching.viewers.view_3d``."""
+    """A notebook that shows a small phantom CT and its spleen with ``spleen_helpers.teaching.view3d.view_3d``."""
     code = """\
 from spleen_helpers.data.phantom import PhantomSpec, generate_case
-from spleen_helpers.teaching.viewers import view_3d
+from spleen_helpers.teaching.view3d import view_3d
 
 image, label, affine = generate_case(0, PhantomSpec(shape=(64, 64, 24)))
 view_3d(image, label=label, affine=affine, height=360)"""

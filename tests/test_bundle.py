@@ -366,6 +366,7 @@ def test_cli_pretrained(server: LocalServer, tmp_path: Path, capsys: pytest.Capt
     assert leftovers(tmp_path / "x") == []
 
 
+@pytest.mark.slow
 def test_predict_with_the_bundle_uses_its_preprocessing(server: LocalServer, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     from tests.support import lps_case

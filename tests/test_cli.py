@@ -166,6 +166,7 @@ TINY_TRAIN = ["--channels", "4", "8", "16", "--strides", "2", "2", "--patch-size
               "--num-samples", "2", "--device", "cpu", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_train_trains_resumes_and_says_where_the_model_is(synthetic_dir: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
@@ -285,6 +286,7 @@ def test_run_course_fresh_refuses_a_folder_it_did_not_create(tmp_path: Path,
     assert (mine / "notes.txt").read_text() == "my own notes" and not out.exists()
 
 
+@pytest.mark.slow
 def test_run_course_fresh_empties_the_run_directory_it_created(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     from spleen_helpers.tools.course import RUN_DIR_MARKER

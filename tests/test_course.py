@@ -91,6 +91,7 @@ def test_notebook_01_takes_a_study_folder_of_your_own(tmp_path: Path, home: Path
     assert len(list(copied.iterdir())) == 23 and not (home / "data").exists()
 
 
+@pytest.mark.slow
 def test_summary_reads_dice_from_history_and_a_failing_cell_stops_the_course(
         tmp_path: Path, home: Path) -> None:
     train = make_notebook(
@@ -123,6 +124,7 @@ def test_summary_reads_dice_from_history_and_a_failing_cell_stops_the_course(
     assert "**02_broken.ipynb failed:**" in (out / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_long_notebook_reports_progress_while_it_runs(tmp_path: Path, home: Path) -> None:
     """A line every few seconds with the running cell and the training history's last epoch.
 
@@ -159,6 +161,7 @@ def test_a_long_notebook_reports_progress_while_it_runs(tmp_path: Path, home: Pa
     assert lines[0] == "[1/1] 01_long.ipynb ..." and lines[-1].startswith("[1/1] 01_long.ipynb ok in ")
 
 
+@pytest.mark.slow
 def test_a_cell_past_the_timeout_fails_the_notebook(tmp_path: Path, home: Path) -> None:
     slow = make_notebook(tmp_path / "01_slow.ipynb", "seconds = 1",
                          "import time\ntime.sleep(seconds)")

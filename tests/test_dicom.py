@@ -253,6 +253,7 @@ def testdata(shared_data: Path) -> Path:
     return shared_data / "dicom2nifti-testdata"
 
 
+@pytest.mark.slow
 def test_vendor_series_shuffled_into_one_folder_are_grouped_and_ordered(testdata: Path, tmp_path: Path) -> None:
     mixed = tmp_path / "mixed"
     mixed.mkdir()
@@ -329,6 +330,7 @@ def ts_converted(ts_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return convert_series(series, tmp_path_factory.mktemp("ts") / "ct.nii.gz")
 
 
+@pytest.mark.slow
 def test_totalsegmentator_ct_matches_its_spleen_mask(ts_dir: Path, ts_converted: Path) -> None:
     ct, seg = nib.load(ts_converted), nib.load(ts_dir / "ct_dicom_seg.nii.gz")
     assert ct.shape == seg.shape == (512, 512, 20)
@@ -338,6 +340,7 @@ def test_totalsegmentator_ct_matches_its_spleen_mask(ts_dir: Path, ts_converted:
     assert abs(mean_hu - 80) < 5, mean_hu  # soft tissue; a flipped or misordered volume gives ~ -377
 
 
+@pytest.mark.slow
 def test_totalsegmentator_ct_in_groups_of_8(ts_dir: Path, ts_converted: Path, tmp_path: Path) -> None:
     (series,) = find_series(ts_dir / "ct_dicom")
     assert series.spacing == pytest.approx((0.9765625, 0.9765625, 2.0))  # not 3.43, not 3.0
@@ -468,6 +471,7 @@ def test_a_series_with_a_missing_slice_stops_only_itself(study: Path, tmp_path: 
         find_series(study / "02_ct")
 
 
+@pytest.mark.slow
 def test_a_series_that_fails_half_way_leaves_no_file(study: Path, tmp_path: Path) -> None:
     damaged = study / "03_ct_thin" / "CT_00020.dcm"
     damaged.write_bytes(damaged.read_bytes()[:-10])  # header intact, pixels cut short

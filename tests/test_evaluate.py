@@ -283,6 +283,7 @@ def test_evaluate_cases_writes_masks_csv_and_summary(tiny_model: Path, synthetic
     assert len(lines) == 3 and "spleen_5: Dice" in lines[1]
 
 
+@pytest.mark.slow
 def test_evaluate_named_cases_and_bad_selections(tiny_model: Path, synthetic_dir: Path, tmp_path: Path) -> None:
     report = evaluate_cases(tiny_model, synthetic_dir, tmp_path / "e", cases=["spleen_1"], device="cpu",
                             keep_largest=True, save_predictions=False, log=lambda _: None)

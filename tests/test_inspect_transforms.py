@@ -147,6 +147,7 @@ def test_summary_table_has_a_row_per_step(summaries) -> None:
 
 
 # --------------------------------------------------------------------------- figures
+@pytest.mark.slow
 def test_plot_steps_draws_a_slice_and_histogram_per_step(summaries) -> None:
     fig = plot_steps(summaries)
     assert isinstance(fig, Figure)

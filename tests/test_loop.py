@@ -51,6 +51,7 @@ def straight_run(synthetic_dir, tmp_path_factory):
                  progress=False, log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_run_writes_every_output(straight_run):
     run = straight_run.run_dir
     for name in (CHECKPOINT_NAME, BEST_MODEL_NAME, "history.json", "history.csv",
@@ -97,6 +98,7 @@ def assert_same_run(a: dict, b: dict) -> None:
         assert_same_weights(group_a, group_b)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # 4 workers on 2 cores
 @pytest.mark.parametrize("loader", list(LOADERS))
 def test_resume_is_exact_on_every_loader(loader, straight_run, synthetic_dir, tmp_path):
@@ -141,6 +143,7 @@ def test_every_run_ends_with_a_validation_and_a_best_model(synthetic_dir, tmp_pa
     assert "no validation yet; no best model yet" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_extra_validation_leaves_training_unchanged(straight_run, synthetic_dir, tmp_path) -> None:
     """2 epochs (validated after the last), then resumed to 4 = 4 straight (validated at 2 and 4
     by the interval): the same weights and losses; validation never draws training's random numbers."""
@@ -155,6 +158,7 @@ def test_an_extra_validation_leaves_training_unchanged(straight_run, synthetic_d
     assert_same_weights(a["model_state_dict"], b["model_state_dict"])
 
 
+@pytest.mark.slow
 def test_a_decaying_learning_rate_resumes_exactly(synthetic_dir, tmp_path) -> None:
     cfg = tiny_config(max_epochs=3, lr_decay=0.5)
     straight = train(synthetic_dir, tmp_path / "a", cfg, progress=False, log=lambda _: None)
@@ -167,6 +171,7 @@ def test_a_decaying_learning_rate_resumes_exactly(synthetic_dir, tmp_path) -> No
     assert_same_weights(a["model_state_dict"], b["model_state_dict"])
 
 
+@pytest.mark.slow
 def test_progress_is_one_bar_not_a_line_per_epoch(synthetic_dir, tmp_path, capsys) -> None:
     lines: list[str] = []
     train(synthetic_dir, tmp_path / "bar", tiny_config(max_epochs=3), progress=True, log=lines.append)
@@ -179,17 +184,20 @@ def test_progress_is_one_bar_not_a_line_per_epoch(synthetic_dir, tmp_path, capsy
     assert [line.split()[:2] for line in lines[2:5]] == [["epoch", "1/3"], ["epoch", "2/3"], ["epoch", "3/3"]]
 
 
+@pytest.mark.slow
 def test_resume_of_finished_run_does_nothing_more(straight_run, synthetic_dir):
     again = train(synthetic_dir, straight_run.run_dir, tiny_config(max_epochs=4), resume=True,
                   progress=False, log=lambda _: None)
     assert again.epochs_run == 0 and again.history.epochs == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_existing_run_is_not_overwritten_silently(straight_run, synthetic_dir):
     with pytest.raises(ConfigError, match="already exists"):
         train(synthetic_dir, straight_run.run_dir, tiny_config(max_epochs=1), progress=False)
 
 
+@pytest.mark.slow
 def test_resume_with_other_model_is_a_clear_error(straight_run, synthetic_dir):
     with pytest.raises(CheckpointError) as err:
         train(synthetic_dir, straight_run.run_dir, tiny_config(channels=(8, 16, 32), max_epochs=6),
@@ -207,6 +215,7 @@ def test_resume_refuses_unsafe_checkpoint(synthetic_dir, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_load_model_reads_best_model_and_checks_shape(straight_run):
     model, cfg = load_model(straight_run.best_model_path)
     assert cfg.channels == (4, 8, 16) and not model.training
@@ -214,6 +223,7 @@ def test_load_model_reads_best_model_and_checks_shape(straight_run):
         load_model(straight_run.best_model_path, cfg=tiny_config(channels=(8, 16, 32)))
 
 
+@pytest.mark.slow
 def test_gpu_saved_checkpoint_loads_on_cpu(straight_run, tmp_path):
     """A checkpoint whose tensors claim a CUDA device loads on this CPU-only machine."""
     state = load_checkpoint(straight_run.best_model_path)
@@ -288,6 +298,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["epoch", "write"])
 def test_sigkill_then_resume_matches_uninterrupted(straight_run, synthetic_dir, tmp_path, where):
     script = tmp_path / "killer.py"
@@ -306,6 +317,7 @@ def test_sigkill_then_resume_matches_uninterrupted(straight_run, synthetic_dir, 
                         load_checkpoint(resumed.checkpoint_path)["model_state_dict"])
 
 
+@pytest.mark.slow
 def test_find_or_train_model_prefers_the_run_then_trains_a_fallback(tiny_model: Path, synthetic_dir: Path,
                                                                     tmp_path: Path) -> None:
     assert find_or_train_model(tiny_model.parent, synthetic_dir, tmp_path / "fb", 1,
@@ -324,6 +336,7 @@ def test_find_or_train_model_prefers_the_run_then_trains_a_fallback(tiny_model: 
     assert "using the short fallback run" in lines[-1]
 
 
+@pytest.mark.slow
 def test_a_model_trained_on_another_data_set_is_named_or_trained_again(synthetic_dir: Path,
                                                                         tmp_path: Path) -> None:
     """Another phantom seed is another data set: the fallback run trained on one is not reused
@@ -346,6 +359,7 @@ def test_a_model_trained_on_another_data_set_is_named_or_trained_again(synthetic
     assert not (tmp_path / "fb2").exists()
 
 
+@pytest.mark.slow
 def test_train_is_the_plain_monai_loop(synthetic_dir, tmp_path) -> None:
     """train() gives, bit for bit, the losses of the loop notebook 03 writes out by hand (a
     progress bar that wrapped the DataLoader drew one extra random number per epoch)."""
@@ -393,6 +407,7 @@ def untrained_dice(data_dir: Path, cfg: CourseConfig) -> float:
     return validate_dice(build_unet(cfg), val_loader, cfg, torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_training_learns_the_phantom(synthetic_dir, tmp_path):
     """A short, fixed budget of training must lower the loss and lift the validation Dice.
 
@@ -496,6 +511,7 @@ def test_grad_scaler_state_survives_the_checkpoint(tmp_path):
     assert other.get_scale() == 2.0 ** 16
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision trains on CUDA only")
 def test_amp_resume_on_cuda_restores_the_grad_scaler(synthetic_dir, tmp_path, monkeypatch):
     run = tmp_path / "run"
@@ -526,6 +542,7 @@ def twin_dir(tmp_path_factory) -> Path:
     return write_synthetic_dataset(tmp_path_factory.mktemp("twin"), num_cases=6, seed=0, lps_as_ras=True)
 
 
+@pytest.mark.slow
 def test_training_on_turned_headers_is_training_on_the_true_ones(synthetic_dir, twin_dir, tmp_path) -> None:
     """The twin data set (its dataset.json the phantom's own) is found turned from its images and
     labels, recorded in config.json, and trains exactly as the true phantom does."""
@@ -545,6 +562,7 @@ def test_training_on_turned_headers_is_training_on_the_true_ones(synthetic_dir, 
     assert twin.history.val_dice == true.history.val_dice
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_decision_the_run_started_with(twin_dir, tmp_path) -> None:
     """Headers kept stay kept on resume (whatever the switch says then), corrected stay corrected,
     and a checkpoint that recorded no decision keeps the files' headers."""

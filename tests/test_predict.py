@@ -105,6 +105,7 @@ class SmoothNet(torch.nn.Module):
         return torch.cat([-s, s], dim=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keep", [False, True])
 def test_the_fast_way_back_agrees_with_invertd(tmp_path: Path, keep: bool) -> None:
     """predict_volume resamples only the block around the spleen, once; MONAI's Invertd path
@@ -139,6 +140,7 @@ def test_the_fast_preprocessing_gives_the_pipelines_image(changes: dict) -> None
     assert float((fast.as_tensor() - reference.as_tensor()).abs().max()) < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", ["tutorial", "bundle"])
 def test_the_block_resampling_is_invertd_voxel_for_voxel(tmp_path: Path, order: str) -> None:
     """The same probability taken back to the image's grid by Invertd (whole volume) and by
@@ -425,6 +427,7 @@ def test_cli_predict_dicom_seg(tiny_model: Path, tmp_path: Path, capsys) -> None
     assert "--fill-missing-uids needs --dicom-seg" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_anonymised_real_series_needs_fill_missing_uids(tiny_model: Path, tmp_path: Path, capsys) -> None:
     folder = sample_ct().dicom_dir   # the real series that comes with the course (data/samples)
     args = ["predict", "--model", str(tiny_model), "--input", str(folder), "--output",

@@ -42,6 +42,7 @@ def run_shared_data_test(tmp_path: Path, ci: str) -> subprocess.CompletedProcess
                            "-rsfE", str(test)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_missing_shared_data_fails_under_ci(tmp_path: Path) -> None:
     under_ci = run_shared_data_test(tmp_path, "true")
     assert under_ci.returncode == 1, under_ci.stdout[-2000:]
