@@ -81,7 +81,8 @@ _FACE: dict[str, tuple[str, ...]] = {
                                     "plot_intensity_scaling", "plot_crop_foreground", "plot_check_transforms",
                                     "sample_patches", "plot_patch_centres", "plot_patches"),
     "teaching.settings_table": ("settings_side_by_side",),
-    "teaching.viewers": ("CT_WINDOW", "slice_viewer", "plot_slices", "view_3d"),
+    "teaching.viewers": ("CT_WINDOW", "slice_viewer", "plot_slices"),
+    "teaching.view3d": ("view_3d",),
 }
 _HOME = {name: module for module, names in _FACE.items() for name in names}
 __all__ = sorted(_HOME)
