@@ -52,7 +52,10 @@ import numpy as np
 
 from ..ground.files import save_nifti_atomic
 
-__all__ = ["LPS_AS_RAS", "BODY_HU", "DEAD_BAND_MM", "MIDLINE_MM", "MIN_SPLEEN_ML", "VERDICTS", "SpleenSide", "spleen_side", "SideSurvey", "survey_sides", "write_lps_as_ras_twin"]
+__all__ = [
+    "LPS_AS_RAS", "BODY_HU", "DEAD_BAND_MM", "MIDLINE_MM", "MIN_SPLEEN_ML", "VERDICTS",
+    "SpleenSide", "spleen_side", "SideSurvey", "survey_sides", "write_lps_as_ras_twin"
+]
 
 
 #: World x and y negated: DICOM's LPS coordinates written as if they were NIfTI's RAS (and back).

@@ -35,7 +35,10 @@ from ..ground.settings import CourseConfig
 from .anatomy import SideSurvey, SpleenSide, spleen_side
 from .nifti import case_name, check_same_grid, open_nifti, volume_ml
 
-__all__ = ["MSD_SPLEEN_TASK", "SampleCT", "sample_ct", "find_dataset", "load_datalist", "load_test_cases", "split_datalist", "CaseInfo", "validate_case", "side_survey", "validate_dataset"]
+__all__ = [
+    "MSD_SPLEEN_TASK", "SampleCT", "sample_ct", "find_dataset", "load_datalist", "load_test_cases",
+    "split_datalist", "CaseInfo", "validate_case", "side_survey", "validate_dataset"
+]
 
 
 MSD_SPLEEN_TASK = "Task09_Spleen"

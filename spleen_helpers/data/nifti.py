@@ -25,7 +25,10 @@ from nibabel.spatialimages import HeaderDataError
 
 from ..ground.errors import DataError
 
-__all__ = ["AFFINE_TOLERANCE_MM", "NIFTI_SUFFIXES", "case_name", "volume_ml", "voxel_spacing", "header_disagreement", "open_nifti", "check_same_grid"]
+__all__ = [
+    "AFFINE_TOLERANCE_MM", "NIFTI_SUFFIXES", "case_name", "volume_ml", "voxel_spacing",
+    "header_disagreement", "open_nifti", "check_same_grid"
+]
 
 
 AFFINE_TOLERANCE_MM = 1e-3

@@ -47,7 +47,10 @@ from .phantom_dicom import (
     write_ct_series,
 )
 
-__all__ = ["GENERATOR_VERSION", "PhantomSpec", "generate_case", "write_phantom_study", "DEFAULT_TEST_CASES", "write_synthetic_dataset", "phantom_dir", "ensure_synthetic_dataset"]
+__all__ = [
+    "GENERATOR_VERSION", "PhantomSpec", "generate_case", "write_phantom_study",
+    "DEFAULT_TEST_CASES", "write_synthetic_dataset", "phantom_dir", "ensure_synthetic_dataset"
+]
 
 
 # Bumped whenever the phantom's anatomy, intensities or layout change (3: held-out test cases),

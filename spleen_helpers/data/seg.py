@@ -52,7 +52,10 @@ from ..ground.files import atomic_path
 from .dicom.scan import find_series
 from .dicom.series import LPS_TO_RAS, DicomSeries, DicomWarning
 
-__all__ = ["SEGMENT_LABEL", "mask_to_frames", "series_for_mask", "build_dicom_seg", "write_dicom_seg", "check_seg_name", "save_dicom_seg", "dicom_seg_to_mask"]
+__all__ = [
+    "SEGMENT_LABEL", "mask_to_frames", "series_for_mask", "build_dicom_seg", "write_dicom_seg",
+    "check_seg_name", "save_dicom_seg", "dicom_seg_to_mask"
+]
 
 
 SEGMENT_LABEL = "Spleen"

@@ -64,7 +64,10 @@ from ..ground.settings import CourseConfig
 from .checkpoint import load_checkpoint, load_model
 from .model import build_unet
 
-__all__ = ["BUNDLE_NAME", "default_bundle_root", "bundle_config", "PretrainedBundle", "open_bundle", "find_pretrained", "download_pretrained"]
+__all__ = [
+    "BUNDLE_NAME", "default_bundle_root", "bundle_config", "PretrainedBundle", "open_bundle",
+    "find_pretrained", "download_pretrained"
+]
 
 
 BUNDLE_NAME = "spleen_ct_segmentation"

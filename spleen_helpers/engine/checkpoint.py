@@ -36,7 +36,10 @@ from ..ground.files import atomic_path
 from ..ground.settings import CourseConfig
 from .model import build_unet
 
-__all__ = ["FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state", "check_model_signature", "load_model"]
+__all__ = [
+    "FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "capture_rng_state",
+    "restore_rng_state", "check_model_signature", "load_model"
+]
 
 
 FORMAT_VERSION = 1

@@ -7,7 +7,8 @@
 **Where the metrics are computed.** In the *original image space*: the prediction is
 brought back to the input's voxel grid (``Invertd`` in
 :func:`~spleen_helpers.engine.predict.predict_volume`) and compared with the reference label as
-it was annotated, with the voxel spacing read from the image's affine. Resampling the reference instead would change it (nearest-neighbour resampling adds or removes boundary
+it was annotated, with the voxel spacing read from the image's affine. Resampling the
+reference instead would change it (nearest-neighbour resampling adds or removes boundary
 voxels), so the numbers would describe a different mask than the one a radiologist drew,
 and volumes in mL would depend on ``cfg.pixdim``. Surface distances use the true,
 anisotropic spacing (MONAI's ``spacing=`` argument), so they are millimetres.
@@ -61,7 +62,10 @@ from .model import resolve_device
 from .predict import predict_volume, save_mask
 from .weights import load_model_or_bundle
 
-__all__ = ["METRICS_CSV", "SUMMARY_JSON", "SUMMARY_CSV", "MASKS_DIR", "METRICS", "CaseMetrics", "CaseResult", "MetricSummary", "EvaluationReport", "case_metrics", "evaluate_cases"]
+__all__ = [
+    "METRICS_CSV", "SUMMARY_JSON", "SUMMARY_CSV", "MASKS_DIR", "METRICS", "CaseMetrics",
+    "CaseResult", "MetricSummary", "EvaluationReport", "case_metrics", "evaluate_cases"
+]
 
 
 METRICS_CSV = "metrics.csv"

@@ -68,7 +68,10 @@ from .model import (
 )
 from .transforms import train_transforms, val_transforms
 
-__all__ = ["TrainResult", "process_group", "steps_per_epoch", "build_loaders", "make_train_step", "validate_dice", "training_state", "restore_training_state", "train"]
+__all__ = [
+    "TrainResult", "process_group", "steps_per_epoch", "build_loaders", "make_train_step",
+    "validate_dice", "training_state", "restore_training_state", "train"
+]
 
 
 @dataclass

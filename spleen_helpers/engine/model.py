@@ -18,7 +18,10 @@ from monai.networks.nets import UNet
 from ..ground.errors import ConfigError
 from ..ground.settings import CourseConfig
 
-__all__ = ["build_unet", "build_loss", "build_optimizer", "build_scheduler", "build_dice_metric", "count_parameters", "resolve_device", "infer_logits"]
+__all__ = [
+    "build_unet", "build_loss", "build_optimizer", "build_scheduler", "build_dice_metric",
+    "count_parameters", "resolve_device", "infer_logits"
+]
 
 
 _NORMS = {"batch": Norm.BATCH, "instance": Norm.INSTANCE}  # the names CourseConfig accepts

@@ -56,7 +56,11 @@ from .weights import load_model_or_bundle
 if TYPE_CHECKING:
     from ..data.dicom.series import Notify
 
-__all__ = ["AnatomyWarning", "PredictionResult", "load_image_for_inference", "spleen_mask_in_image_space", "invertd_mask", "window_for", "predict_volume", "CheckedPrediction", "segment_checked", "save_mask", "predict_file"]
+__all__ = [
+    "AnatomyWarning", "PredictionResult", "load_image_for_inference", "spleen_mask_in_image_space",
+    "invertd_mask", "window_for", "predict_volume", "CheckedPrediction", "segment_checked",
+    "save_mask", "predict_file"
+]
 
 
 #: The two ways a CT can be fed to a network: its header as stored, or turned 180° (TurnHeaderd).

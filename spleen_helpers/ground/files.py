@@ -23,7 +23,10 @@ from typing import Any, TypeVar
 
 from .errors import CourseError, DataError
 
-__all__ = ["atomic_path", "file_md5", "staging_dir", "staged_download", "earlier_download", "write_json_atomic", "save_nifti_atomic"]
+__all__ = [
+    "atomic_path", "file_md5", "staging_dir", "staged_download", "earlier_download",
+    "write_json_atomic", "save_nifti_atomic"
+]
 
 T = TypeVar("T")
 

@@ -17,7 +17,10 @@ from pydicom.dataset import Dataset
 
 from ...ground.errors import DicomError
 
-__all__ = ["MIN_SLICES", "MAX_TILT_DEG", "LPS_TO_RAS", "Notify", "DicomWarning", "DicomSeries", "SkippedSeries", "StudyScan", "ChunkPlan"]
+__all__ = [
+    "MIN_SLICES", "MAX_TILT_DEG", "LPS_TO_RAS", "Notify", "DicomWarning", "DicomSeries",
+    "SkippedSeries", "StudyScan", "ChunkPlan"
+]
 
 
 #: dicom2nifti refuses fewer slices than this (``TOO_FEW_SLICES/LOCALIZER``).
