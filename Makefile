@@ -2,6 +2,7 @@
 #   make course   set up .venv, then run the whole course headless (synthetic phantom)
 #   make test     set up .venv, then run the unit, doctest, notebook and browser tests
 #   make test-fast  the tests not marked slow, for a quick check while you work
+#   make site     the course as a static web site (runs/site/), from a course run
 PYTHON      ?= python3
 VENV        ?= .venv
 BIN         := $(VENV)/bin
@@ -9,7 +10,7 @@ BIN         := $(VENV)/bin
 TORCH_SPEC  ?= torch==2.13.0
 STAMP       := $(VENV)/.installed
 
-.PHONY: setup course test test-fast browser-deps readme-screenshot bench clean
+.PHONY: setup course site test test-fast browser-deps readme-screenshot bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +24,16 @@ $(STAMP): pyproject.toml
 
 course: setup
 	$(BIN)/spleen-course run-course
+
+# The course as a static site (Sphinx with MyST-NB; the setup installs them): the executed
+# notebooks of COURSE_RUN -- run first when it holds no course run yet -- shown as they ran,
+# never executed again, written to SITE_DIR. Publish SITE_DIR as it is (README: The course as
+# a site). Another run: make site COURSE_RUN=runs/real.
+COURSE_RUN  ?= runs/course
+SITE_DIR    ?= runs/site
+site: setup
+	test -f $(COURSE_RUN)/summary.json || $(BIN)/spleen-course run-course --output-dir $(COURSE_RUN)
+	$(BIN)/spleen-course site --output-dir $(COURSE_RUN) --out $(SITE_DIR)
 
 # Chromium for the JupyterLab browser test: Debian's package, driven by Playwright over its
 # DevTools pipe (no browser download, no chromedriver). Installs only when none is found and

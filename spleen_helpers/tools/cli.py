@@ -388,6 +388,36 @@ def _cmd_run_course(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- site
+def _add_site(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("site", help="build a static web site of a course run (make site)",
+                       description="Build a static HTML site (Sphinx with MyST-NB) from the executed "
+                                   "notebooks of a course run, without running them again: the course "
+                                   "map and the run it shows (date, versions, data, final Dice), every "
+                                   "notebook with its outputs and figures (solutions collapsed), the "
+                                   "glossary, the README's set-up, command-line and troubleshooting "
+                                   "sections, and search. Publish OUT as it is (e.g. GitHub Pages).")
+    p.add_argument("--output-dir", type=Path, default=None,
+                   help="the course run to show: run-course's --output-dir (default: runs/course)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for the site (default: runs/site); an earlier site there is replaced")
+    p.add_argument("--glossary", type=Path, default=None,
+                   help="the glossary page's Markdown (default: docs/glossary.md of the checkout)")
+    p.set_defaults(handler=_cmd_site)
+
+
+def _cmd_site(args: argparse.Namespace) -> int:
+    from ..ground.paths import default_runs_dir
+    from .site import build_site
+
+    report = build_site(args.output_dir or default_runs_dir() / "course", args.out or default_runs_dir() / "site",
+                        glossary=args.glossary, progress=lambda line: print(line, flush=True))
+    for line in report.warnings:
+        _warn(line)
+    print(f"site: {report.index} ({len(report.pages)} pages, {len(report.warnings)} Sphinx warnings)")
+    return 0
+
+
 # ----------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """The ``spleen-course`` argument parser with every subcommand."""
@@ -396,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_synth, _add_dicom2nifti, _add_check_data, _add_train, _add_evaluate, _add_predict,
-                _add_download, _add_pretrained, _add_run_course):
+                _add_download, _add_pretrained, _add_run_course, _add_site):
         add(sub)
     return parser
 
