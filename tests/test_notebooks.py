@@ -5,7 +5,8 @@ Each ``notebooks/NN_*.ipynb`` must be valid nbformat, committed without outputs,
 cell and the one ``parameters`` cell (so papermill and the course runner can inject values),
 write out the MONAI code it teaches (what keeps it equal to the package is the notebook's own
 equality assertion, run by nbmake), and end with exercises whose solutions are collapsed,
-tagged and executed, a recap and a clean-up cell (CONTRIBUTING.md).
+tagged and executed (each after a try cell that calls ``check_exercise``, and each asserting
+that check), a recap and a clean-up cell (CONTRIBUTING.md).
 """
 
 from __future__ import annotations
@@ -189,10 +190,17 @@ class TestNotebook:
         assert len(starts) == 1, f"{path.name}: needs one '## Exercises' section"
         solutions = [i for i, c in enumerate(cells) if "solution" in tags(c)]
         assert 3 <= len(solutions) <= 5, f"{path.name}: {len(solutions)} solution cells, need 3 to 5"
-        for i in solutions:
+        for i in solutions:  # per exercise: its text, a try cell, "the solution below is collapsed", the solution
             cell = cells[i]
-            assert i > starts[0] and cells[i - 1].cell_type == "markdown", (
+            text, attempt, collapsed = cells[i - 3], cells[i - 2], cells[i - 1]
+            assert i - 3 >= starts[0] and text.cell_type == "markdown", (
                 f"{path.name}: solution cell {i} must follow its exercise (a markdown cell) in ## Exercises")
+            assert attempt.cell_type == "code" and "solution" not in tags(attempt) and re.search(
+                r'^check_exercise\("\d\d\.\d", answer\b', attempt.source, re.MULTILINE), (
+                f"{path.name}: solution cell {i} must follow a try cell ending in check_exercise(\"NN.K\", answer, ...)")
+            assert collapsed.cell_type == "markdown" and "solution below is collapsed" in collapsed.source, (
+                f"{path.name}: a short line must say that the solution {i} below is collapsed")
+            assert "assert check_exercise(" in cell.source, f"{path.name}: solution cell {i} does not assert its check"
             assert cell.cell_type == "code" and "skip-execution" not in tags(cell), (
                 f"{path.name}: solution cell {i} must be code that runs in CI")
             assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, (
