@@ -77,7 +77,7 @@ _FACE: dict[str, tuple[str, ...]] = {
     "engine.evaluate": ("CaseMetrics", "EvaluationReport", "case_metrics", "evaluate_cases"),
     "teaching.proofs": ("assert_same_pipeline", "assert_same_data", "assert_same_weights"),
     "teaching.exercises": ("check_exercise",),
-    "teaching.inspect_model": ("block_output_shapes", "format_block_shapes"),
+    "teaching.inspect_model": ("block_output_shapes", "format_block_shapes", "plot_unet"),
     "teaching.inspect_transforms": ("select_case", "apply_step_by_step", "summary_table", "plot_steps",
                                     "plot_intensity_scaling", "plot_crop_foreground", "plot_check_transforms",
                                     "sample_patches", "plot_patch_centres", "plot_patches"),

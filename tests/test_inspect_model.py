@@ -64,3 +64,20 @@ def test_format_has_one_line_per_block(shapes) -> None:
     assert len(lines) == len(shapes)
     assert "256 channels" in lines[len(CFG.channels) - 1]
     assert lines[-1].split()[-2] == "32x32x32"
+
+
+def test_plot_unet_draws_one_box_per_block_at_its_resolution(shapes) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spleen_helpers.teaching.inspect_model import plot_unet
+
+    fig = plot_unet(shapes, CFG.patch_size)
+    ax = fig.axes[0]
+    boxes = [p for p in ax.patches if p.get_width() > 0]
+    assert len(boxes) == len(shapes)
+    assert min(p.get_y() for p in boxes) < -4          # the bottom: halved four times
+    assert len([line for line in ax.lines if line.get_linestyle() == "--"]) == len(CFG.strides)   # one skip per level
+    plt.close(fig)

@@ -14,7 +14,9 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +24,10 @@ from monai.networks.blocks import Convolution, ResidualUnit
 
 from ..ground.errors import ConfigError
 
-__all__ = ["BlockShape", "block_output_shapes", "format_block_shapes"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["BlockShape", "block_output_shapes", "format_block_shapes", "plot_unet"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +96,38 @@ def format_block_shapes(shapes: Sequence[BlockShape]) -> str:
         channels, spatial = b.shape[0], "x".join(map(str, b.shape[1:]))
         lines.append(f"{b.order:>2}  {b.kind:<25} {channels:>4} channels  {spatial:>12} voxels")
     return "\n".join(lines)
+
+
+def plot_unet(shapes: Sequence[BlockShape], input_size: Sequence[int]) -> "Figure":
+    """Draw the network as a U from its own block shapes: one box per block, placed by resolution.
+
+    A block's depth is how often its first axis was halved from ``input_size``; the label gives
+    its channels and voxels. Arrows follow the forward pass; dashed lines are the skip
+    connections (a contracting block to the first block back at its resolution).
+    """
+    import matplotlib.pyplot as plt
+
+    levels = [round(math.log2(int(input_size[0]) / b.shape[1])) for b in shapes]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(shapes)), 1.3 * (max(levels) + 2)))
+    colours = {"ResidualUnit": "#56B4E9", "Convolution (transposed)": "#E69F00", "Convolution": "#009E73"}
+    for b, level in zip(shapes, levels):
+        ax.add_patch(plt.Rectangle((b.order - 0.4, -level - 0.35), 0.8, 0.7, color=colours.get(b.kind, "#999999")))
+        ax.text(b.order, -level, f"{b.shape[0]} ch\n{'x'.join(map(str, b.shape[1:]))}", ha="center",
+                va="center", fontsize=7)
+    for a, b in zip(range(len(shapes) - 1), range(1, len(shapes))):
+        ax.annotate("", (b - 0.4, -levels[b]), (a + 0.4, -levels[a]), arrowprops={"arrowstyle": "->", "lw": 0.8})
+    bottom = len(levels) - 1 - levels[::-1].index(max(levels))   # the last block at the coarsest level
+    for i in range(bottom):
+        j = next((k for k in range(bottom, len(shapes)) if levels[k] == levels[i]), None)
+        if j is not None:
+            ax.plot([i, j], [-levels[i] + 0.35, -levels[j] + 0.35], "k--", lw=0.8)
+    for kind, colour in ((k, c) for k, c in colours.items() if k in {b.kind for b in shapes}):
+        ax.add_patch(plt.Rectangle((0, 0), 0, 0, color=colour, label=kind))
+    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    ax.set_xlim(-0.6, len(shapes) - 0.4)
+    ax.set_ylim(-max(levels) - 0.6, 0.8)
+    ax.set_yticks([-lv for lv in range(max(levels) + 1)], [f"1/{2 ** lv}" for lv in range(max(levels) + 1)])
+    ax.set_ylabel("resolution")
+    ax.set_xticks([])
+    ax.set_title("The UNet, drawn from its own block shapes (dashed: skip connections)", fontsize=9)
+    return fig
