@@ -82,6 +82,7 @@ _FACE: dict[str, tuple[str, ...]] = {
                                     "plot_intensity_scaling", "plot_crop_foreground", "plot_check_transforms",
                                     "sample_patches", "plot_patch_centres", "plot_patches"),
     "teaching.settings_table": ("settings_side_by_side",),
+    "teaching.course_map": ("plot_data_path",),
     "teaching.viewers": ("CT_WINDOW", "slice_viewer", "plot_slices"),
     "teaching.view3d": ("view_3d",),
 }
