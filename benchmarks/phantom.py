@@ -83,9 +83,9 @@ def run(ctx: Context) -> Result:
     """Train both profiles for a few seeds, in turns; Dice, smoothness and training time."""
     current = ctx.synthetic_config()
     previous = current.replace(**PREVIOUS)
-    if ctx.quick:
-        previous = previous.replace(**{k: v for k, v in PREVIOUS.items()
-                                       if k not in ("patch_size", "roi_size", "max_epochs")})
+    if ctx.quick:  # the quick smoke's tiny grid and epochs, with the previous profile's other settings
+        previous = current.replace(**{k: v for k, v in PREVIOUS.items()
+                                      if k not in ("patch_size", "roi_size", "max_epochs")})
     seeds = SEEDS[:1] if ctx.quick else SEEDS
     data_dir = str(ctx.data_dir())
     rows: dict[str, list[dict[str, Any]]] = {"previous": [], "current": []}
